@@ -1,0 +1,26 @@
+"""Combiners: map members' predictions (n_samples, n_members, n_outputs) to one prediction.
+
+- ``averaging``: :class:`Mean`, :class:`BestSingle`
+- ``weighted``: :class:`Weighted` (optimised convex weights)
+- ``greedy``: :class:`GreedySelection` (Caruana selection with replacement)
+- ``stacking``: :class:`Stacking` (regularised meta-models, the four-stage pipeline)
+- ``auto``: :class:`AutoCombiner` (nested cross-validation among the above)
+"""
+
+from ensemblex.combiners.auto import AutoCombiner, default_candidates
+from ensemblex.combiners.averaging import BestSingle, Mean
+from ensemblex.combiners.base import Combiner
+from ensemblex.combiners.greedy import GreedySelection
+from ensemblex.combiners.stacking import Stacking
+from ensemblex.combiners.weighted import Weighted
+
+__all__ = [
+    "AutoCombiner",
+    "BestSingle",
+    "Combiner",
+    "GreedySelection",
+    "Mean",
+    "Stacking",
+    "Weighted",
+    "default_candidates",
+]

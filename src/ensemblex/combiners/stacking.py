@@ -1,0 +1,265 @@
+"""Stacking: a regularised scikit-learn meta-model over the members' predictions.
+
+With its options on, this is the four-stage pipeline of "Regularized Meta-Learning for
+Improved Generalization": (a) redundancy pruning of near-duplicate members, (b) statistical
+meta-features across members, (c) cross-validated regularised meta-models, (d) blending of
+those meta-models with weights inversely proportional to their cross-validated error.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+from scipy.special import logit
+from sklearn.base import clone
+from sklearn.linear_model import ElasticNetCV, LassoCV, LogisticRegression, RidgeCV
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ensemblex.combiners.base import Combiner, member_losses
+from ensemblex.metrics import get_metric
+from ensemblex.tasks import is_classification
+
+_CLIP = 1e-6  # probabilities are clipped before logits so that 0 and 1 stay finite
+_QUANTILES = (0.25, 0.5, 0.75)
+REGRESSION_LEARNERS = ("ridge", "lasso", "elasticnet")
+CLASSIFICATION_LEARNERS = ("logistic",)
+
+
+def member_signals(values: np.ndarray, task: str) -> np.ndarray:
+    """The members' predictions on the scale a linear meta-model suits.
+
+    Input: (n, m, k). Output: (n, m, q) with q = 1 for regression (values) and binary
+    (logit of the positive class), q = k for multiclass (log-probabilities).
+    """
+    if task == "regression":
+        return values
+    p = np.clip(values, _CLIP, 1 - _CLIP)
+    if task == "binary":
+        return logit(p[:, :, 1:])
+    return np.log(p)
+
+
+def meta_features(signals: np.ndarray) -> np.ndarray:
+    """Row-wise mean, std, min, max and quartiles across members. Input (n, m, q); output (n, 7q)."""
+    stats = [signals.mean(axis=1), signals.std(axis=1), signals.min(axis=1), signals.max(axis=1)]
+    stats += list(np.quantile(signals, _QUANTILES, axis=1))
+    return np.concatenate(stats, axis=1)
+
+
+def interaction_features(signals: np.ndarray, top: list[int]) -> np.ndarray:
+    """Pairwise products of the ``top`` members' signals. Output (n, C(len(top), 2) * q)."""
+    pairs = list(combinations(top, 2))
+    if not pairs:
+        return np.empty((signals.shape[0], 0))
+    return np.concatenate([signals[:, a] * signals[:, b] for a, b in pairs], axis=1)
+
+
+def condition_number(X: np.ndarray) -> float:
+    """Condition number of the column-standardised design ``X`` (n, p), via its Gram matrix."""
+    std = X.std(axis=0)
+    Z = (X[:, std > 0] - X[:, std > 0].mean(axis=0)) / std[std > 0]
+    eig = np.linalg.eigvalsh(Z.T @ Z)
+    return float(np.sqrt(eig[-1] / eig[0])) if eig[0] > 0 else float("inf")
+
+
+def _weight_params(pipeline, sample_weight) -> dict:
+    """Route ``sample_weight`` to the last step of a pipeline."""
+    if sample_weight is None:
+        return {}
+    return {f"{pipeline.steps[-1][0]}__sample_weight": sample_weight}
+
+
+class Stacking(Combiner):
+    """A regularised linear meta-model over members' predictions.
+
+    Parameters
+    ----------
+    meta_learner : str or tuple of str, default "auto"
+        ``"ridge"``, ``"lasso"``, ``"elasticnet"`` (regression, each with its
+        regularisation chosen by cross-validation) or ``"logistic"`` (classification,
+        multinomial on logits); ``"auto"`` is ridge or logistic. Several names fit several
+        meta-models, blended with weights proportional to 1 / their cross-validated error
+        (RMSE or log-loss).
+    prune_threshold : float, optional
+        Redundancy pruning: going from the best member down, drop a member whose
+        predictions correlate above this with a better kept member's and whose error is
+        within ``prune_tolerance`` of it. ``None`` keeps every member. The paper uses 0.95.
+    prune_tolerance : float, default 0.01
+        How close (relative) an error must be for a correlated member to be dropped.
+    meta_features : bool, default False
+        Add row-wise mean, std, min, max and quartiles across members as features.
+    interactions : int, default 0
+        Add pairwise products of the signals of this many best members.
+    C : float, default 1.0
+        Inverse L2 strength of the logistic meta-model (features are standardised).
+    cv : int, default 5
+        Folds of the inner cross-validation used by the regularised learners and blending.
+    metric : str, default "auto"
+        Metric that ranks members for pruning and interactions.
+    random_state : int, default 0
+
+    Attributes
+    ----------
+    kept_members_ : list of str
+    dropped_members_ : dict of str to str
+        Each dropped member and the better member it duplicated.
+    condition_number_before_, condition_number_after_ : float
+        Condition number of the standardised member design before and after pruning.
+    meta_models_ : list of fitted estimators
+    blend_weights_ : ndarray
+        Weight of each meta-model.
+    meta_errors_ : ndarray
+        Cross-validated error of each meta-model (when several are blended).
+
+    See Also
+    --------
+    Stacking.regularized : the paper's four-stage configuration.
+    """
+
+    def __init__(
+        self,
+        meta_learner="auto",
+        prune_threshold=None,
+        prune_tolerance=0.01,
+        meta_features=False,
+        interactions=0,
+        C=1.0,
+        cv=5,
+        metric="auto",
+        random_state=0,
+    ):
+        self.meta_learner = meta_learner
+        self.prune_threshold = prune_threshold
+        self.prune_tolerance = prune_tolerance
+        self.meta_features = meta_features
+        self.interactions = interactions
+        self.C = C
+        self.cv = cv
+        self.metric = metric
+        self.random_state = random_state
+
+    @classmethod
+    def regularized(cls, **kwargs) -> Stacking:
+        """The four-stage pipeline: prune at 0.95, meta-features, top-3 interactions, and
+        (for regression) ridge, lasso and elastic net blended by inverse error."""
+        params = dict(prune_threshold=0.95, meta_features=True, interactions=3,
+                      meta_learner="all")
+        params.update(kwargs)
+        return cls(**params)
+
+    # ------------------------------------------------------------ fit
+    def _learner_names(self) -> list[str]:
+        allowed = CLASSIFICATION_LEARNERS if is_classification(self.task_) else REGRESSION_LEARNERS
+        if self.meta_learner == "auto":
+            return [allowed[0]]
+        if self.meta_learner == "all":
+            return list(allowed)
+        names = [self.meta_learner] if isinstance(self.meta_learner, str) else list(
+            self.meta_learner)
+        bad = [name for name in names if name not in allowed]
+        if bad or not names:
+            raise ValueError(
+                f"meta_learner for {self.task_} must be 'auto', 'all' or among {allowed}, "
+                f"however: meta_learner={self.meta_learner!r}"
+            )
+        return names
+
+    def _splitter(self, y):
+        if is_classification(self.task_):
+            return StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
+        return KFold(self.cv, shuffle=True, random_state=self.random_state)
+
+    def _make_learner(self, name: str):
+        inner = KFold(self.cv, shuffle=True, random_state=self.random_state)
+        learner = {
+            "ridge": lambda: RidgeCV(alphas=np.logspace(-4, 4, 17)),
+            "lasso": lambda: LassoCV(cv=inner, random_state=self.random_state, max_iter=5000),
+            "elasticnet": lambda: ElasticNetCV(l1_ratio=(0.2, 0.5, 0.8), cv=inner,
+                                               random_state=self.random_state, max_iter=5000),
+            "logistic": lambda: LogisticRegression(C=self.C, max_iter=2000),
+        }[name]()
+        return make_pipeline(StandardScaler(), learner)
+
+    def _fit(self, values, y, sample_weight):
+        names = self._learner_names()
+        losses = member_losses(self.metric_, values, y, sample_weight)
+        signals = member_signals(values, self.task_)
+        kept = self._prune(values, losses)
+        self.kept_members_ = [self.members_[j] for j in kept]
+        self._kept = kept
+        flat = signals.reshape(len(y), -1)
+        self.condition_number_before_ = condition_number(flat)
+        self.condition_number_after_ = condition_number(signals[:, kept].reshape(len(y), -1))
+        order = np.argsort(losses[kept], kind="stable")
+        self._top = [kept[j] for j in order[: max(int(self.interactions), 0)]]
+        X = self._features(values)
+        models = [self._make_learner(name) for name in names]
+        self.meta_learners_ = names
+        if len(models) > 1:
+            self.meta_errors_ = np.array([self._cv_error(mdl, X, y, sample_weight)
+                                          for mdl in models])
+            inverse = 1.0 / np.maximum(self.meta_errors_, np.finfo(float).tiny)
+            self.blend_weights_ = inverse / inverse.sum()
+        else:
+            self.meta_errors_ = np.array([np.nan])
+            self.blend_weights_ = np.ones(1)
+        self.meta_models_ = [mdl.fit(X, y, **_weight_params(mdl, sample_weight))
+                             for mdl in models]
+
+    def _prune(self, values: np.ndarray, losses: np.ndarray) -> list[int]:
+        m = values.shape[1]
+        self.dropped_members_ = {}
+        if self.prune_threshold is None or m == 1:
+            return list(range(m))
+        flat = values.transpose(1, 0, 2).reshape(m, -1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.nan_to_num(np.corrcoef(flat), nan=0.0)
+        kept: list[int] = []
+        for j in np.argsort(losses, kind="stable"):
+            for better in kept:
+                close = losses[j] - losses[better] <= self.prune_tolerance * abs(losses[better])
+                if corr[j, better] > self.prune_threshold and close:
+                    self.dropped_members_[self.members_[j]] = self.members_[better]
+                    break
+            else:
+                kept.append(int(j))
+        return sorted(kept)
+
+    def _features(self, values: np.ndarray) -> np.ndarray:
+        signals = member_signals(values, self.task_)
+        kept = signals[:, self._kept]
+        parts = [kept.reshape(len(values), -1)]
+        if self.meta_features:
+            parts.append(meta_features(kept))
+        if self._top:
+            parts.append(interaction_features(signals, self._top))
+        return np.concatenate(parts, axis=1)
+
+    def _cv_error(self, model, X, y, sample_weight) -> float:
+        error = get_metric("auto", self.task_)  # RMSE or log-loss: a positive error
+        params = _weight_params(model, sample_weight)
+        if is_classification(self.task_):
+            pred = cross_val_predict(clone(model), X, y, cv=self._splitter(y),
+                                     method="predict_proba", params=params)
+        else:
+            pred = cross_val_predict(clone(model), X, y, cv=self._splitter(y),
+                                     params=params)[:, None]
+        return error.score(y, pred, sample_weight)
+
+    # ------------------------------------------------------------ predict
+    def _predict(self, values):
+        X = self._features(values)
+        out = np.zeros((len(values), self.n_outputs_))
+        for weight, model in zip(self.blend_weights_, self.meta_models_):
+            out += weight * self._model_output(model, X)
+        return out
+
+    def _model_output(self, model, X):
+        if not is_classification(self.task_):
+            return model.predict(X)[:, None]
+        proba = np.zeros((len(X), self.n_outputs_))
+        proba[:, model.classes_] = model.predict_proba(X)  # classes unseen in fit stay at 0
+        return proba
