@@ -86,8 +86,9 @@ def _tree_encoder() -> ColumnTransformer:
         [
             (
                 "cat",
-                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                               encoded_missing_value=-1),
+                OrdinalEncoder(
+                    handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1
+                ),
                 make_column_selector(dtype_include=object),
             )
         ],
@@ -100,8 +101,9 @@ def _imputed_tree_encoder() -> ColumnTransformer:
         [
             (
                 "cat",
-                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                               encoded_missing_value=-1),
+                OrdinalEncoder(
+                    handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1
+                ),
                 make_column_selector(dtype_include=object),
             ),
             ("num", SimpleImputer(strategy="median"), make_column_selector(dtype_exclude=object)),
@@ -134,21 +136,48 @@ def zoo(task: str) -> dict[str, object]:
 
     def lgbm(n, lr, leaves, seed=SEED, **kw):
         cls = LGBMRegressor if reg else LGBMClassifier
-        return make_pipeline(_tree_encoder(), cls(n_estimators=int(n * r), learning_rate=lr,
-                                                  num_leaves=leaves, random_state=seed, n_jobs=1,
-                                                  verbose=-1, **kw))
+        return make_pipeline(
+            _tree_encoder(),
+            cls(
+                n_estimators=int(n * r),
+                learning_rate=lr,
+                num_leaves=leaves,
+                random_state=seed,
+                n_jobs=1,
+                verbose=-1,
+                **kw,
+            ),
+        )
 
     def xgb(n, lr, depth, **kw):
         cls = XGBRegressor if reg else XGBClassifier
-        return make_pipeline(_tree_encoder(), cls(n_estimators=int(n * r), learning_rate=lr,
-                                                  max_depth=depth, n_jobs=1, tree_method="hist",
-                                                  random_state=SEED, **kw))
+        return make_pipeline(
+            _tree_encoder(),
+            cls(
+                n_estimators=int(n * r),
+                learning_rate=lr,
+                max_depth=depth,
+                n_jobs=1,
+                tree_method="hist",
+                random_state=SEED,
+                **kw,
+            ),
+        )
 
     def cat(n, depth, lr):
         cls = CatBoostRegressor if reg else CatBoostClassifier
-        return make_pipeline(_tree_encoder(), cls(iterations=int(n * r), depth=depth,
-                                                  learning_rate=lr, random_seed=SEED, verbose=0,
-                                                  thread_count=1, allow_writing_files=False))
+        return make_pipeline(
+            _tree_encoder(),
+            cls(
+                iterations=int(n * r),
+                depth=depth,
+                learning_rate=lr,
+                random_seed=SEED,
+                verbose=0,
+                thread_count=1,
+                allow_writing_files=False,
+            ),
+        )
 
     def trees(cls, **kw):
         return make_pipeline(_imputed_tree_encoder(), cls(random_state=SEED, n_jobs=1, **kw))
@@ -176,28 +205,34 @@ def zoo(task: str) -> dict[str, object]:
         "cat_d6": cat(400, 6, 0.08),
         "cat_d8": cat(300, 8, 0.08),
         "hgb_default": make_pipeline(_tree_encoder(), hgb(random_state=SEED)),
-        "hgb_slow": make_pipeline(_tree_encoder(),
-                                  hgb(learning_rate=0.05, max_iter=300, random_state=SEED)),
+        "hgb_slow": make_pipeline(
+            _tree_encoder(), hgb(learning_rate=0.05, max_iter=300, random_state=SEED)
+        ),
         "rf_sqrt": trees(rf, n_estimators=200, max_features="sqrt", min_samples_leaf=1),
         "rf_half": trees(rf, n_estimators=200, max_features=0.5, min_samples_leaf=2),
-        "rf_sqrt_seed1": make_pipeline(_imputed_tree_encoder(),
-                                       rf(n_estimators=200, max_features="sqrt", random_state=1,
-                                          n_jobs=1)),
+        "rf_sqrt_seed1": make_pipeline(
+            _imputed_tree_encoder(),
+            rf(n_estimators=200, max_features="sqrt", random_state=1, n_jobs=1),
+        ),
         "et_sqrt": trees(et, n_estimators=200, max_features="sqrt"),
         "et_full": trees(et, n_estimators=200, max_features=1.0, min_samples_leaf=2),
         "tree_d6": make_pipeline(_imputed_tree_encoder(), dt(max_depth=6, random_state=SEED)),
-        "tree_d12": make_pipeline(_imputed_tree_encoder(),
-                                  dt(max_depth=12, min_samples_leaf=5, random_state=SEED)),
+        "tree_d12": make_pipeline(
+            _imputed_tree_encoder(), dt(max_depth=12, min_samples_leaf=5, random_state=SEED)
+        ),
         "knn_5": dense(knn(n_neighbors=5)),
         "knn_15": dense(knn(n_neighbors=15, weights="distance")),
         "knn_16": dense(knn(n_neighbors=16, weights="distance")),
         "knn_50": dense(knn(n_neighbors=50)),
-        "mlp_64": dense(mlp(hidden_layer_sizes=(64,), max_iter=200, early_stopping=True,
-                            random_state=SEED)),
-        "mlp_128_64": dense(mlp(hidden_layer_sizes=(128, 64), max_iter=200, early_stopping=True,
-                                random_state=SEED)),
-        "mlp_128_64_seed1": dense(mlp(hidden_layer_sizes=(128, 64), max_iter=200,
-                                      early_stopping=True, random_state=1)),
+        "mlp_64": dense(
+            mlp(hidden_layer_sizes=(64,), max_iter=200, early_stopping=True, random_state=SEED)
+        ),
+        "mlp_128_64": dense(
+            mlp(hidden_layer_sizes=(128, 64), max_iter=200, early_stopping=True, random_state=SEED)
+        ),
+        "mlp_128_64_seed1": dense(
+            mlp(hidden_layer_sizes=(128, 64), max_iter=200, early_stopping=True, random_state=1)
+        ),
     }
     if reg:
         members |= {
@@ -257,15 +292,21 @@ def build(name: str, folds: int = 5, n_jobs: int = 2) -> Path:
         test[m] += np.reshape(p_test, (-1, k)) / folds
         seconds[m] += fit_s
     out.mkdir(parents=True, exist_ok=True)
-    for table, preds, target in ((
-        "oof", oof, ds.train[ds.target]), ("test", test, ds.test[ds.target])):
+    for table, preds, target in (
+        ("oof", oof, ds.train[ds.target]),
+        ("test", test, ds.test[ds.target]),
+    ):
         wide = _wide(preds, ds.task, classes)
         wide.insert(0, ds.target, target.to_numpy())
         tmp = out / f".{table}.parquet.tmp"
         wide.to_parquet(tmp, index=False)
         tmp.replace(out / f"{table}.parquet")
-    meta = {"task": ds.task, "target": ds.target, "fit_seconds": seconds,
-            "zoo_seconds": time.perf_counter() - start}
+    meta = {
+        "task": ds.task,
+        "target": ds.target,
+        "fit_seconds": seconds,
+        "zoo_seconds": time.perf_counter() - start,
+    }
     (out / "zoo.json").write_text(json.dumps(meta, indent=2))
     return out
 

@@ -39,8 +39,11 @@ def _zoo(X, y, members: dict, task: str, classes=None) -> Zoo:
     for est in members.values():
         oof.append(cross_val_predict(est, X_tr, y_tr, cv=cv, method=method))
         test.append(getattr(est.fit(X_tr, y_tr), method)(X_te))
-    shape = (lambda a: np.stack(a, axis=1)[..., None]) if task == "regression" else (
-        lambda a: np.stack(a, axis=1))
+    shape = (
+        (lambda a: np.stack(a, axis=1)[..., None])
+        if task == "regression"
+        else (lambda a: np.stack(a, axis=1))
+    )
     names = list(members)
     return Zoo(
         Predictions(shape(oof), names, task, classes=classes),

@@ -29,11 +29,19 @@ def test_round_trip(zoo, tmp_path, suffix):
 
 
 def test_test_table_aligns_members_and_may_lack_target(binary_zoo, tmp_path):
-    oof = read_table(write_frame(_wide(binary_zoo.oof, binary_zoo.y), tmp_path / "oof.csv"),
-                     target="target", id_col="id")
+    oof = read_table(
+        write_frame(_wide(binary_zoo.oof, binary_zoo.y), tmp_path / "oof.csv"),
+        target="target",
+        id_col="id",
+    )
     frame = to_frame(binary_zoo.test).iloc[:, ::-1]  # members in another order
-    test = from_frame(frame, target="target", task="binary", classes=oof.predictions.classes,
-                      members=list(oof.predictions.members))
+    test = from_frame(
+        frame,
+        target="target",
+        task="binary",
+        classes=oof.predictions.classes,
+        members=list(oof.predictions.members),
+    )
     assert test.y is None
     np.testing.assert_allclose(test.predictions.values, binary_zoo.test.values, atol=1e-12)
 
@@ -132,8 +140,9 @@ def test_duplicate_columns_csv_and_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table([[0, 1], [0.1, 0.2], [0.3, 0.4]], names=["y", "a", "a"]),
-                   tmp_path / "dup.parquet")
+    pq.write_table(
+        pa.table([[0, 1], [0.1, 0.2], [0.3, 0.4]], names=["y", "a", "a"]), tmp_path / "dup.parquet"
+    )
     with pytest.raises(ValueError, match="duplicate column names"):
         read_table(tmp_path / "dup.parquet", target="y")
     with pytest.raises(ValueError, match="duplicate column names"):

@@ -58,8 +58,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """ensemblex: one system for building, combining and checking ensembles."""
 
@@ -78,19 +79,26 @@ def example_path(name: str) -> Path:
 @app.command()
 def blend(
     oof: Path | None = typer.Argument(
-        None, help="Out-of-fold predictions (CSV or Parquet, wide layout) with the target. "
-        "Omitted: the bundled churn example."),
+        None,
+        help="Out-of-fold predictions (CSV or Parquet, wide layout) with the target. "
+        "Omitted: the bundled churn example.",
+    ),
     target: str | None = typer.Option(None, "--target", help="Target column of OOF."),
     test: Path | None = typer.Option(None, "--test", help="Test predictions to combine."),
     id_col: str | None = typer.Option(None, "--id", help="Id column carried to the output."),
     task: TaskChoice = typer.Option(TaskChoice.auto, "--task"),
-    method: Method = typer.Option(Method.auto, "--method",
-                                  help="Combiner; auto picks by nested cross-validation."),
-    metric: str = typer.Option("auto", "--metric",
-                               help="rmse, mae, r2, log_loss, accuracy, balanced_accuracy, "
-                               "roc_auc or brier; auto is rmse or log_loss."),
-    positive: str | None = typer.Option(None, "--positive",
-                                        help="Positive class of a binary task."),
+    method: Method = typer.Option(
+        Method.auto, "--method", help="Combiner; auto picks by nested cross-validation."
+    ),
+    metric: str = typer.Option(
+        "auto",
+        "--metric",
+        help="rmse, mae, r2, log_loss, accuracy, balanced_accuracy, "
+        "roc_auc or brier; auto is rmse or log_loss.",
+    ),
+    positive: str | None = typer.Option(
+        None, "--positive", help="Positive class of a binary task."
+    ),
     folds: int = typer.Option(5, "--folds", min=2, help="Outer folds of the nested CV."),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("ensemblex-out"), "--out", help="Output folder."),
@@ -106,8 +114,9 @@ def blend(
         id_col = id_col or "row"
         console.print(f"No OOF table given: blending the bundled churn example ({oof.parent}).")
     try:
-        summary, predictions = _blend(oof, target, test, id_col, task.value, method.value,
-                                      metric, positive, folds, seed)
+        summary, predictions = _blend(
+            oof, target, test, id_col, task.value, method.value, metric, positive, folds, seed
+        )
         _write_outputs(out, predictions, summary)
     except (ValueError, TypeError, OSError) as exc:
         _fail(str(exc))
@@ -166,19 +175,24 @@ def _blend(oof, target, test, id_col, task, method, metric, positive, folds, see
         if hasattr(fitted, name):
             summary[name.rstrip("_")] = getattr(fitted, name)
     if scored is not None and scored.y is not None:
-        y_test = (encode_labels(scored.y, P.classes) if is_classification(P.task)
-                  else scored.y.astype(float))
+        y_test = (
+            encode_labels(scored.y, P.classes)
+            if is_classification(P.task)
+            else scored.y.astype(float)
+        )
         summary["test_score"] = metric_obj.score(y_test, pred)
         summary["best_single_test_score"] = metric_obj.score(
-            y_test, best.predict(scored.predictions))
+            y_test, best.predict(scored.predictions)
+        )
     summary["fit_seconds"] = time.perf_counter() - start
     return summary, _predictions_frame(pred, rows, P, id_col)
 
 
 def _read_test(test: Path, train: Table, target, id_col) -> Table:
     P = train.predictions
-    return read_table(test, target=target, id_col=id_col, task=P.task, classes=P.classes,
-                      members=list(P.members))
+    return read_table(
+        test, target=target, id_col=id_col, task=P.task, classes=P.classes, members=list(P.members)
+    )
 
 
 def _weights(fitted, members) -> dict[str, float] | None:
@@ -221,9 +235,11 @@ def write_json(data: dict, path: Path) -> None:
 
 
 def _print_summary(summary: dict, out: Path) -> None:
-    table = RichTable(title=f"Nested {summary['folds']}-fold CV on {summary['n_oof_rows']} "
-                      f"OOF rows: {summary['metric']} "
-                      f"({'higher' if summary['greater_is_better'] else 'lower'} is better)")
+    table = RichTable(
+        title=f"Nested {summary['folds']}-fold CV on {summary['n_oof_rows']} "
+        f"OOF rows: {summary['metric']} "
+        f"({'higher' if summary['greater_is_better'] else 'lower'} is better)"
+    )
     table.add_column("combiner")
     table.add_column(summary["metric"], justify="right")
     table.add_column("seconds", justify="right")
@@ -239,7 +255,10 @@ def _print_summary(summary: dict, out: Path) -> None:
     if summary.get("dropped_members"):
         console.print(f"dropped as redundant: {', '.join(summary['dropped_members'])}")
     if "test_score" in summary:
-        console.print(f"test {summary['metric']}: ensemble {summary['test_score']:.5f}, "
-                      f"best single member {summary['best_single_test_score']:.5f}")
-    console.print(f"wrote {out / 'predictions.csv'} and {out / 'blend.json'} "
-                  f"({summary['fit_seconds']:.1f}s)")
+        console.print(
+            f"test {summary['metric']}: ensemble {summary['test_score']:.5f}, "
+            f"best single member {summary['best_single_test_score']:.5f}"
+        )
+    console.print(
+        f"wrote {out / 'predictions.csv'} and {out / 'blend.json'} ({summary['fit_seconds']:.1f}s)"
+    )

@@ -85,7 +85,8 @@ class Predictions:
         if not is_classification(self.task):
             if k != 1:
                 raise ValueError(
-                    f"{self.source}: regression predictions need n_outputs=1, however: n_outputs={k}"
+                    f"{self.source}: regression predictions need n_outputs=1, "
+                    f"however: n_outputs={k}"
                 )
             return None
         if self.task == "binary" and k != 2:
@@ -95,9 +96,7 @@ class Predictions:
             )
         classes = np.arange(k) if self.classes is None else np.asarray(self.classes)
         if classes.shape != (k,):
-            raise ValueError(
-                f"{self.source}: {len(classes)} classes for n_outputs={k}"
-            )
+            raise ValueError(f"{self.source}: {len(classes)} classes for n_outputs={k}")
         if len(np.unique(classes.astype(str))) != k:
             raise ValueError(f"{self.source}: duplicate classes in {classes.tolist()}")
         return classes
@@ -169,8 +168,14 @@ class Predictions:
         return self._replace(values=self.values[rows])
 
     def _replace(self, **changes) -> Predictions:
-        fields = dict(values=self.values, members=self.members, task=self.task,
-                      classes=self.classes, costs=self.costs, source=self.source)
+        fields = dict(
+            values=self.values,
+            members=self.members,
+            task=self.task,
+            classes=self.classes,
+            costs=self.costs,
+            source=self.source,
+        )
         fields.update(changes)
         return Predictions(**fields)
 

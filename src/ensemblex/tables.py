@@ -236,8 +236,7 @@ def _binary_classes(y, classes, positive, target, source) -> np.ndarray:
         match = [i for i, c in enumerate(classes.tolist()) if str(c) == str(positive)]
         if not match:
             raise ValueError(
-                f"{source}: positive class {positive!r} is not among the classes "
-                f"{classes.tolist()}"
+                f"{source}: positive class {positive!r} is not among the classes {classes.tolist()}"
             )
         classes = classes[[1 - match[0], match[0]]]
     if y is not None:
@@ -307,9 +306,7 @@ def _align_members(found: list[str], expected: list[str], source: str) -> list[s
         )
     extra = [m for m in found if m not in expected]
     if extra:
-        raise ValueError(
-            f"{source}: member {extra[0]!r} is not in the out-of-fold table"
-        )
+        raise ValueError(f"{source}: member {extra[0]!r} is not in the out-of-fold table")
     return list(expected)
 
 

@@ -35,15 +35,19 @@ def test_roc_auc_batch_handles_ties():
     assert metric.score_batch(y, C, w)[0] == pytest.approx(metric.score(y, C[0], w), abs=1e-12)
 
 
-def test_loss_of_mixtures_matches_explicit_mixtures(zoo):
+def test_mixture_losses_match_explicit_mixtures(zoo):
     P, y = _codes(zoo)
     base = P.values[:, 0] + P.values[:, 2]
-    names = ["rmse", "mae"] if P.task == "regression" else ["log_loss", "accuracy", "brier"]
+    names = ["rmse", "r2", "mae"] if P.task == "regression" else ["log_loss", "accuracy", "brier"]
+    sw = np.random.default_rng(0).uniform(0.5, 2.0, len(y))
     for name in names:
         metric = METRICS[name]
-        fast = metric.loss_of_mixtures(y, base, P.values, 1 / 3)
-        explicit = [metric.loss(y, (base + P.values[:, j]) / 3) for j in range(P.n_members)]
-        np.testing.assert_allclose(fast, explicit, rtol=1e-10, err_msg=name)
+        for weights in (None, sw):
+            fast = metric.mixture_losses(y, P.values, weights)(base, 1 / 3)
+            explicit = [
+                metric.loss(y, (base + P.values[:, j]) / 3, weights) for j in range(P.n_members)
+            ]
+            np.testing.assert_allclose(fast, explicit, rtol=1e-10, err_msg=name)
 
 
 def test_get_metric_rejects_unknown_and_wrong_task():

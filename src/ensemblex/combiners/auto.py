@@ -65,8 +65,9 @@ class NestedScore:
     seconds: float
 
 
-def nested_scores(candidates: dict[str, Combiner], P: Predictions, y, metric, splits,
-                  sample_weight=None) -> dict[str, NestedScore]:
+def nested_scores(
+    candidates: dict[str, Combiner], P: Predictions, y, metric, splits, sample_weight=None
+) -> dict[str, NestedScore]:
     """Score each candidate on held-out outer folds, pooled over all rows.
 
     ``y`` holds labels as ``fit`` takes them; ``metric`` is a resolved :class:`Metric`.
@@ -128,9 +129,7 @@ class AutoCombiner(Combiner):
         else:
             unknown = [c for c in self.candidates if c not in pool]
             if unknown:
-                raise ValueError(
-                    f"candidates must be names among {list(pool)}, however: {unknown}"
-                )
+                raise ValueError(f"candidates must be names among {list(pool)}, however: {unknown}")
             chosen = {name: pool[name] for name in self.candidates}
         if BEST_SINGLE not in chosen:
             chosen = {BEST_SINGLE: pool[BEST_SINGLE], **chosen}

@@ -53,9 +53,12 @@ class Combiner(BaseEstimator):
                 raise ValueError("y holds NaN or inf; regression targets must be finite")
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64)
-            if sample_weight.shape != y.shape or np.any(sample_weight < 0) or not np.all(
-                np.isfinite(sample_weight)
-            ) or sample_weight.sum() <= 0:
+            if (
+                sample_weight.shape != y.shape
+                or np.any(sample_weight < 0)
+                or not np.all(np.isfinite(sample_weight))
+                or sample_weight.sum() <= 0
+            ):
                 raise ValueError(
                     "sample_weight must be finite, non-negative, not all zero, of shape "
                     f"({P.n_samples},), however: shape={sample_weight.shape}"

@@ -55,24 +55,24 @@ class GreedySelection(Combiner):
                 f"n_iterations must be >= 1, however: n_iterations={self.n_iterations!r}"
             )
         n, m, k = values.shape
-        steps = int(self.n_iterations) if self.with_replacement else min(
-            int(self.n_iterations), m
-        )
+        steps = int(self.n_iterations) if self.with_replacement else min(int(self.n_iterations), m)
         running_sum = np.zeros((n, k))
         used = np.zeros(m, dtype=bool)
         order: list[int] = []
         losses: list[float] = []
+        mixture_losses = self.metric_.mixture_losses(y, values, sample_weight)
         for step in range(steps):
-            candidate_losses = self.metric_.loss_of_mixtures(
-                y, running_sum, values, 1.0 / (step + 1), sample_weight
-            )
+            candidate_losses = mixture_losses(running_sum, 1.0 / (step + 1))
             if not self.with_replacement:
                 candidate_losses[used] = np.inf
             best = self._break_ties(candidate_losses, used)
             running_sum += values[:, best]
             used[best] = True
             order.append(best)
-            losses.append(float(candidate_losses[best]))
+            # Scored again directly: the fast mixture scores rank candidates, but may carry
+            # rounding (e.g. an expanded square) that should not decide the best prefix.
+            ensemble = running_sum[None] / (step + 1)
+            losses.append(float(self.metric_.loss_batch(y, ensemble, sample_weight)[0]))
             if m == 1:
                 break
         best_len = int(np.argmin(losses)) + 1

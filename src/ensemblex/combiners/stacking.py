@@ -12,14 +12,18 @@ from itertools import combinations
 
 import numpy as np
 from scipy.special import logit
-from sklearn.base import clone
-from sklearn.linear_model import ElasticNetCV, LassoCV, LogisticRegression, RidgeCV
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
+from sklearn.linear_model import (
+    ElasticNetCV,
+    LassoCV,
+    LassoLarsCV,
+    LogisticRegression,
+    RidgeCV,
+)
+from sklearn.model_selection import KFold
+from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ensemblex.combiners.base import Combiner, member_losses
-from ensemblex.metrics import get_metric
 from ensemblex.tasks import is_classification
 
 _CLIP = 1e-6  # probabilities are clipped before logits so that 0 and 1 stay finite
@@ -43,7 +47,10 @@ def member_signals(values: np.ndarray, task: str) -> np.ndarray:
 
 
 def meta_features(signals: np.ndarray) -> np.ndarray:
-    """Row-wise mean, std, min, max and quartiles across members. Input (n, m, q); output (n, 7q)."""
+    """Row-wise mean, std, min, max and quartiles across members.
+
+    Input: (n, m, q). Output: (n, 7q).
+    """
     stats = [signals.mean(axis=1), signals.std(axis=1), signals.min(axis=1), signals.max(axis=1)]
     stats += list(np.quantile(signals, _QUANTILES, axis=1))
     return np.concatenate(stats, axis=1)
@@ -65,11 +72,23 @@ def condition_number(X: np.ndarray) -> float:
     return float(np.sqrt(eig[-1] / eig[0])) if eig[0] > 0 else float("inf")
 
 
-def _weight_params(pipeline, sample_weight) -> dict:
-    """Route ``sample_weight`` to the last step of a pipeline."""
-    if sample_weight is None:
-        return {}
-    return {f"{pipeline.steps[-1][0]}__sample_weight": sample_weight}
+def _weight_params(sample_weight) -> dict:
+    """Route ``sample_weight`` to the meta-model, the last step of its pipeline."""
+    return {} if sample_weight is None else {"model__sample_weight": sample_weight}
+
+
+def _cv_rmse(pipeline) -> float:
+    """Cross-validated RMSE at the chosen regularisation, read off the fitted CV learner.
+
+    RidgeCV keeps its leave-one-out MSE, the Lasso and ElasticNet learners their K-fold MSE path:
+    reusing them costs nothing, where a second cross-validation around each would multiply
+    the fit time by the number of folds.
+    """
+    model = pipeline.named_steps["model"]
+    if isinstance(model, RidgeCV):
+        return float(np.sqrt(-model.best_score_))
+    mse = model.mse_path_.mean(axis=-1)  # (.., n_alphas, n_folds) -> mean over folds
+    return float(np.sqrt(mse.min()))
 
 
 class Stacking(Combiner):
@@ -80,9 +99,9 @@ class Stacking(Combiner):
     meta_learner : str or tuple of str, default "auto"
         ``"ridge"``, ``"lasso"``, ``"elasticnet"`` (regression, each with its
         regularisation chosen by cross-validation) or ``"logistic"`` (classification,
-        multinomial on logits); ``"auto"`` is ridge or logistic. Several names fit several
-        meta-models, blended with weights proportional to 1 / their cross-validated error
-        (RMSE or log-loss).
+        multinomial on logits); ``"auto"`` is ridge or logistic, ``"all"`` every learner of
+        the task. Several regression learners are blended with weights proportional to
+        1 / their cross-validated RMSE.
     prune_threshold : float, optional
         Redundancy pruning: going from the best member down, drop a member whose
         predictions correlate above this with a better kept member's and whose error is
@@ -145,8 +164,7 @@ class Stacking(Combiner):
     def regularized(cls, **kwargs) -> Stacking:
         """The four-stage pipeline: prune at 0.95, meta-features, top-3 interactions, and
         (for regression) ridge, lasso and elastic net blended by inverse error."""
-        params = dict(prune_threshold=0.95, meta_features=True, interactions=3,
-                      meta_learner="all")
+        params = dict(prune_threshold=0.95, meta_features=True, interactions=3, meta_learner="all")
         params.update(kwargs)
         return cls(**params)
 
@@ -157,8 +175,9 @@ class Stacking(Combiner):
             return [allowed[0]]
         if self.meta_learner == "all":
             return list(allowed)
-        names = [self.meta_learner] if isinstance(self.meta_learner, str) else list(
-            self.meta_learner)
+        names = (
+            [self.meta_learner] if isinstance(self.meta_learner, str) else list(self.meta_learner)
+        )
         bad = [name for name in names if name not in allowed]
         if bad or not names:
             raise ValueError(
@@ -167,21 +186,22 @@ class Stacking(Combiner):
             )
         return names
 
-    def _splitter(self, y):
-        if is_classification(self.task_):
-            return StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
-        return KFold(self.cv, shuffle=True, random_state=self.random_state)
-
-    def _make_learner(self, name: str):
+    def _make_learner(self, name: str, weighted: bool) -> Pipeline:
         inner = KFold(self.cv, shuffle=True, random_state=self.random_state)
-        learner = {
-            "ridge": lambda: RidgeCV(alphas=np.logspace(-4, 4, 17)),
-            "lasso": lambda: LassoCV(cv=inner, random_state=self.random_state, max_iter=5000),
-            "elasticnet": lambda: ElasticNetCV(l1_ratio=(0.2, 0.5, 0.8), cv=inner,
-                                               random_state=self.random_state, max_iter=5000),
-            "logistic": lambda: LogisticRegression(C=self.C, max_iter=2000),
-        }[name]()
-        return make_pipeline(StandardScaler(), learner)
+        if name == "ridge":
+            learner = RidgeCV(alphas=np.logspace(-4, 4, 17))
+        elif name == "lasso" and not weighted:
+            # The LARS path is exact and fast on the collinear designs members make, where
+            # coordinate descent needs many passes near small penalties.
+            learner = LassoLarsCV(cv=inner)
+        elif name == "lasso":  # LassoLarsCV takes no sample weights
+            learner = LassoCV(cv=inner, eps=1e-6, alphas=30, tol=1e-3, max_iter=5000)
+        elif name == "elasticnet":
+            learner = ElasticNetCV(l1_ratio=(0.5, 0.9), cv=inner, eps=1e-6, alphas=30, tol=1e-3,
+                                   precompute=True, max_iter=5000)  # fmt: skip
+        else:
+            learner = LogisticRegression(C=self.C, max_iter=2000)
+        return Pipeline([("scale", StandardScaler()), ("model", learner)])
 
     def _fit(self, values, y, sample_weight):
         names = self._learner_names()
@@ -196,18 +216,19 @@ class Stacking(Combiner):
         order = np.argsort(losses[kept], kind="stable")
         self._top = [kept[j] for j in order[: max(int(self.interactions), 0)]]
         X = self._features(values)
-        models = [self._make_learner(name) for name in names]
         self.meta_learners_ = names
-        if len(models) > 1:
-            self.meta_errors_ = np.array([self._cv_error(mdl, X, y, sample_weight)
-                                          for mdl in models])
+        weighted = sample_weight is not None
+        self.meta_models_ = [
+            self._make_learner(name, weighted).fit(X, y, **_weight_params(sample_weight))
+            for name in names
+        ]
+        if len(names) > 1:
+            self.meta_errors_ = np.array([_cv_rmse(model) for model in self.meta_models_])
             inverse = 1.0 / np.maximum(self.meta_errors_, np.finfo(float).tiny)
             self.blend_weights_ = inverse / inverse.sum()
         else:
             self.meta_errors_ = np.array([np.nan])
             self.blend_weights_ = np.ones(1)
-        self.meta_models_ = [mdl.fit(X, y, **_weight_params(mdl, sample_weight))
-                             for mdl in models]
 
     def _prune(self, values: np.ndarray, losses: np.ndarray) -> list[int]:
         m = values.shape[1]
@@ -237,17 +258,6 @@ class Stacking(Combiner):
         if self._top:
             parts.append(interaction_features(signals, self._top))
         return np.concatenate(parts, axis=1)
-
-    def _cv_error(self, model, X, y, sample_weight) -> float:
-        error = get_metric("auto", self.task_)  # RMSE or log-loss: a positive error
-        params = _weight_params(model, sample_weight)
-        if is_classification(self.task_):
-            pred = cross_val_predict(clone(model), X, y, cv=self._splitter(y),
-                                     method="predict_proba", params=params)
-        else:
-            pred = cross_val_predict(clone(model), X, y, cv=self._splitter(y),
-                                     params=params)[:, None]
-        return error.score(y, pred, sample_weight)
 
     # ------------------------------------------------------------ predict
     def _predict(self, values):

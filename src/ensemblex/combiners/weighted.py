@@ -79,8 +79,9 @@ class Weighted(Combiner):
             jac=True,
             method="SLSQP",
             bounds=[(0.0, 1.0)] * m,
-            constraints=[{"type": "eq", "fun": lambda v: v.sum() - 1.0,
-                          "jac": lambda v: np.ones_like(v)}],
+            constraints=[
+                {"type": "eq", "fun": lambda v: v.sum() - 1.0, "jac": lambda v: np.ones_like(v)}
+            ],
             options={"maxiter": 1000, "ftol": self.tol},
         )
         # SLSQP leaves dust like 1e-17 on members it dropped: make those exact zeros.

@@ -101,7 +101,7 @@ def _auc_rows(scores: np.ndarray, positive: np.ndarray, w: np.ndarray) -> np.nda
 
 
 def _roc_auc(y, C, w):
-    c, n, k = C.shape
+    k = C.shape[2]
     if k == 2:
         return _auc_rows(C[..., 1], y == 1, w)
     # One-vs-rest, macro average over classes (scikit-learn's multi_class="ovr").
@@ -121,8 +121,9 @@ def _sk_log_loss(y, pred, sw):
 def _sk_roc_auc(y, pred, sw):
     if pred.shape[1] == 2:
         return skm.roc_auc_score(y, pred[:, 1], sample_weight=sw)
-    return skm.roc_auc_score(y, pred, sample_weight=sw, multi_class="ovr",
-                             labels=np.arange(pred.shape[1]))
+    return skm.roc_auc_score(
+        y, pred, sample_weight=sw, multi_class="ovr", labels=np.arange(pred.shape[1])
+    )
 
 
 def _sk_brier(y, pred, sw):
@@ -165,7 +166,7 @@ class Metric:
         return float(self.sklearn_score(y, pred, sample_weight))
 
     def score_batch(self, y, candidates, sample_weight=None) -> np.ndarray:
-        """Score candidates ``(n_candidates, n_samples, n_outputs)``; returns ``(n_candidates,)``."""
+        """Score candidates ``(n_candidates, n_samples, n_outputs)``; output (n_candidates,)."""
         return self.batch_score(np.asarray(y), candidates, _weights(sample_weight, len(y)))
 
     def loss(self, y, pred, sample_weight=None) -> float:
@@ -178,43 +179,110 @@ class Metric:
         s = self.score_batch(y, candidates, sample_weight)
         return -s if self.greater_is_better else s
 
-    def loss_of_mixtures(self, y, base, members, scale, sample_weight=None) -> np.ndarray:
-        """Loss of every mixture ``scale * (base + members[:, j])`` at once.
+    def mixture_losses(self, y, members, sample_weight=None) -> Callable:
+        """Prepare to score every mixture ``scale * (base + members[:, j])`` at once.
 
-        Input: ``y`` (n,), ``base`` (n, k), ``members`` (n, m, k). Output: (m,).
-        This is the inner step of greedy selection: ``base`` is the running sum of the
-        members chosen so far.
+        Input: ``y`` (n,), ``members`` (n, m, k). Returns ``losses(base, scale)`` taking
+        ``base`` (n, k) and giving the loss of each of the m mixtures, shape (m,). This is
+        the inner step of greedy selection, where ``base`` is the running sum of the members
+        chosen so far; per-member work is done once here, not at every step.
         """
         y = np.asarray(y)
         w = _weights(sample_weight, len(y))
-        if self.name == "log_loss":  # only the true class's probability matters
-            p_true = scale * (_true_class(y, base[None])[0][:, None]
-                              + np.take_along_axis(members, y[:, None, None], axis=2)[..., 0])
-            return _log_loss_true(p_true.T, w)
+        if self.name == "log_loss":
+            return _log_loss_mixtures(y, members, w)
+        if self.name in ("rmse", "r2"):
+            return _squared_error_mixtures(y, members, w, r2=self.name == "r2")
         n, m, k = members.shape
         step = max(1, _CHUNK_BYTES // (8 * n * k))
-        out = np.empty(m)
-        for start in range(0, m, step):
-            C = scale * (base[None] + members[:, start:start + step].transpose(1, 0, 2))
-            out[start:start + step] = self.batch_score(y, C, w)
-        return -out if self.greater_is_better else out
+        sign = -1.0 if self.greater_is_better else 1.0
+
+        def losses(base, scale):
+            out = np.empty(m)
+            for start in range(0, m, step):
+                C = scale * (base[None] + members[:, start : start + step].transpose(1, 0, 2))
+                out[start : start + step] = self.batch_score(y, C, w)
+            return sign * out
+
+        return losses
+
+
+def _log_loss_mixtures(y, members, w):
+    """Only the true class's probability enters the log-loss: one log per sample and member."""
+    member_true = np.ascontiguousarray(
+        np.take_along_axis(members, y[:, None, None], axis=2)[..., 0]
+    )
+    rows = np.arange(len(y))
+
+    def losses(base, scale):
+        t = base[rows, y][:, None] + member_true
+        np.maximum(t, _EPS / scale, out=t)  # scikit-learn's clip of probabilities at eps
+        np.log(t, out=t)
+        return -(w @ t) - np.log(scale)
+
+    return losses
+
+
+def _squared_error_mixtures(y, members, w, r2: bool):
+    """Mean squared error of each mixture from a matrix-vector product, by expanding
+    sum w (r + scale * p_j)^2 with r = scale * base - y."""
+    X = members[:, :, 0]
+    member_sq = w @ (X * X)
+    total = ((y - y @ w) ** 2) @ w
+
+    def losses(base, scale):
+        r = scale * base[:, 0] - y
+        mse = (r * r) @ w + 2 * scale * ((w * r) @ X) + scale**2 * member_sq
+        mse = np.maximum(mse, 0.0)
+        return mse / total - 1.0 if r2 else np.sqrt(mse)
+
+    return losses
 
 
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("rmse", False, "regression", "value",
-               lambda y, p, sw: skm.root_mean_squared_error(y, p, sample_weight=sw), _rmse),
-        Metric("mae", False, "regression", "value",
-               lambda y, p, sw: skm.mean_absolute_error(y, p, sample_weight=sw), _mae),
-        Metric("r2", True, "regression", "value",
-               lambda y, p, sw: skm.r2_score(y, p, sample_weight=sw), _r2),
+        Metric(
+            "rmse",
+            False,
+            "regression",
+            "value",
+            lambda y, p, sw: skm.root_mean_squared_error(y, p, sample_weight=sw),
+            _rmse,
+        ),
+        Metric(
+            "mae",
+            False,
+            "regression",
+            "value",
+            lambda y, p, sw: skm.mean_absolute_error(y, p, sample_weight=sw),
+            _mae,
+        ),
+        Metric(
+            "r2",
+            True,
+            "regression",
+            "value",
+            lambda y, p, sw: skm.r2_score(y, p, sample_weight=sw),
+            _r2,
+        ),
         Metric("log_loss", False, "classification", "proba", _sk_log_loss, _log_loss),
-        Metric("accuracy", True, "classification", "label",
-               lambda y, p, sw: skm.accuracy_score(y, p, sample_weight=sw), _accuracy),
-        Metric("balanced_accuracy", True, "classification", "label",
-               lambda y, p, sw: skm.balanced_accuracy_score(y, p, sample_weight=sw),
-               _balanced_accuracy),
+        Metric(
+            "accuracy",
+            True,
+            "classification",
+            "label",
+            lambda y, p, sw: skm.accuracy_score(y, p, sample_weight=sw),
+            _accuracy,
+        ),
+        Metric(
+            "balanced_accuracy",
+            True,
+            "classification",
+            "label",
+            lambda y, p, sw: skm.balanced_accuracy_score(y, p, sample_weight=sw),
+            _balanced_accuracy,
+        ),
         Metric("roc_auc", True, "classification", "proba", _sk_roc_auc, _roc_auc),
         Metric("brier", False, "classification", "proba", _sk_brier, _brier),
     )

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from ensemblex import Mean, Stacking
+from ensemblex.metrics import get_metric
+from ensemblex.tasks import encode_labels
+
+
+def _codes(P, y):
+    return y if P.classes is None else encode_labels(y, P.classes)
+
+
+def test_plain_stacking_beats_the_mean_on_test(zoo):
+    stack = Stacking().fit(zoo.oof, zoo.y)
+    pred = stack.predict(zoo.test)
+    assert pred.shape == (zoo.test.n_samples, zoo.test.n_outputs)
+    if zoo.oof.task != "regression":
+        np.testing.assert_allclose(pred.sum(axis=1), 1.0)
+    metric = get_metric("auto", zoo.oof.task)
+    y_test = _codes(zoo.test, zoo.y_test)
+    mean = Mean().fit(zoo.oof, zoo.y).predict(zoo.test)
+    assert metric.loss(y_test, pred) < metric.loss(y_test, mean)
+
+
+def test_four_stage_pipeline(zoo):
+    stack = Stacking.regularized().fit(zoo.oof, zoo.y)
+    if zoo.oof.task == "regression":
+        assert stack.meta_learners_ == ["ridge", "lasso", "elasticnet"]
+        assert stack.blend_weights_.sum() == pytest.approx(1.0)
+        inverse = 1 / stack.meta_errors_
+        np.testing.assert_allclose(stack.blend_weights_, inverse / inverse.sum())
+    else:
+        assert stack.meta_learners_ == ["logistic"]
+    assert set(stack.kept_members_) | set(stack.dropped_members_) == set(zoo.oof.members)
+    assert stack.condition_number_after_ <= stack.condition_number_before_
+    pred = stack.predict(zoo.test)
+    assert np.all(np.isfinite(pred))
+
+
+def test_pruning_drops_the_near_duplicate_and_lowers_the_condition_number(binary_zoo):
+    stack = Stacking(prune_threshold=0.95).fit(binary_zoo.oof, binary_zoo.y)
+    assert len(stack.dropped_members_) >= 1
+    ((dropped, kept),) = [(d, k) for d, k in stack.dropped_members_.items() if "logreg" in d]
+    assert {dropped, kept} == {"logreg", "logreg_dup"}
+    assert stack.condition_number_after_ < stack.condition_number_before_ / 10
+
+
+def test_meta_feature_and_interaction_columns(regression_zoo):
+    plain = Stacking().fit(regression_zoo.oof, regression_zoo.y)
+    rich = Stacking(meta_features=True, interactions=3).fit(regression_zoo.oof, regression_zoo.y)
+    m = regression_zoo.oof.n_members
+    assert plain._features(regression_zoo.oof.values).shape[1] == m
+    assert rich._features(regression_zoo.oof.values).shape[1] == m + 7 + 3
+
+
+def test_unknown_meta_learner(binary_zoo):
+    with pytest.raises(ValueError, match="meta_learner for binary"):
+        Stacking(meta_learner="ridge").fit(binary_zoo.oof, binary_zoo.y)
+
+
+def test_class_missing_from_a_fit_gets_zero_probability(multiclass_zoo):
+    P, y = multiclass_zoo.oof, multiclass_zoo.y
+    keep = y != 9
+    stack = Stacking().fit(P.take(keep), y[keep])
+    pred = stack.predict(multiclass_zoo.test)
+    np.testing.assert_allclose(pred[:, 9], 0.0)
+    np.testing.assert_allclose(pred.sum(axis=1), 1.0)
+
+
+def test_same_seed_same_numbers(regression_zoo):
+    a = Stacking.regularized(random_state=3).fit(regression_zoo.oof, regression_zoo.y)
+    b = Stacking.regularized(random_state=3).fit(regression_zoo.oof, regression_zoo.y)
+    np.testing.assert_array_equal(a.predict(regression_zoo.test), b.predict(regression_zoo.test))
