@@ -203,8 +203,15 @@ class Stacking(Combiner):
         elif name == "lasso":  # LassoLarsCV takes no sample weights
             learner = LassoCV(cv=inner, eps=1e-6, alphas=30, tol=1e-3, max_iter=5000)
         elif name == "elasticnet":
-            learner = ElasticNetCV(l1_ratio=(0.5, 0.9), cv=inner, eps=1e-6, alphas=30, tol=1e-3,
-                                   precompute=True, max_iter=5000)  # fmt: skip
+            learner = ElasticNetCV(
+                l1_ratio=(0.5, 0.9),
+                cv=inner,
+                eps=1e-6,
+                alphas=30,
+                tol=1e-3,
+                precompute=True,
+                max_iter=5000,
+            )
         else:
             C = self.C if self.C != "auto" else (1.0 if self.task_ == "binary" else 0.1)
             learner = LogisticRegression(C=C, max_iter=2000)

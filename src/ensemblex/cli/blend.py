@@ -1,43 +1,23 @@
-"""The ``ensemblex`` command line."""
+"""``ensemblex blend``: combine members' predictions that users already have."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from enum import Enum
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.table import Table as RichTable
 
-from ensemblex import __version__
+from ensemblex.cli.app import TaskChoice, app, console, example_path, fail
 from ensemblex.combiners import AutoCombiner, BestSingle, default_candidates
 from ensemblex.combiners.auto import BEST_SINGLE, nested_scores, outer_splits
 from ensemblex.metrics import get_metric
+from ensemblex.store import write_json_atomic
 from ensemblex.tables import Table, read_table, write_frame
 from ensemblex.tasks import encode_labels, is_classification
-
-app = typer.Typer(
-    help="Build, combine, evaluate and deploy ensembles of machine-learning models.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-console = Console()
-err_console = Console(stderr=True)
-
-
-class TaskChoice(str, Enum):
-    auto = "auto"
-    regression = "regression"
-    binary = "binary"
-    multiclass = "multiclass"
 
 
 class Method(str, Enum):
@@ -50,32 +30,6 @@ class Method(str, Enum):
     stack_regularized = "stack_regularized"
 
 
-def _version(value: bool) -> None:
-    if value:
-        console.print(f"ensemblex {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """ensemblex: one system for building, combining and checking ensembles."""
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def example_path(name: str) -> Path:
-    """Path of a file bundled in ``ensemblex/data``."""
-    return Path(str(resources.files("ensemblex") / "data" / name))
-
-
-# ---------------------------------------------------------------- blend
 @app.command()
 def blend(
     oof: Path | None = typer.Argument(
@@ -119,7 +73,7 @@ def blend(
         )
         _write_outputs(out, predictions, summary)
     except (ValueError, TypeError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _print_summary(summary, out)
 
 
@@ -219,19 +173,7 @@ def _predictions_frame(pred: np.ndarray, rows: Table, P, id_col) -> pd.DataFrame
 def _write_outputs(out: Path, predictions: pd.DataFrame, summary: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_frame(predictions, out / "predictions.csv")
-    write_json(summary, out / "blend.json")
-
-
-def write_json(data: dict, path: Path) -> None:
-    """Write JSON atomically: a temp file beside ``path``, then a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=_plain)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_json_atomic(summary, out / "blend.json")
 
 
 def _print_summary(summary: dict, out: Path) -> None:

@@ -1,0 +1,56 @@
+"""The typer application and what its commands share: errors, console, bundled data."""
+
+from __future__ import annotations
+
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ensemblex import __version__
+
+app = typer.Typer(
+    help="Build, combine, evaluate and deploy ensembles of machine-learning models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+class TaskChoice(str, Enum):
+    auto = "auto"
+    regression = "regression"
+    binary = "binary"
+    multiclass = "multiclass"
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"ensemblex {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """ensemblex: one system for building, combining and checking ensembles."""
+
+
+def fail(message: str) -> None:
+    """One red line on stderr and exit code 2: how every command reports bad input."""
+    err_console.print(
+        f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True
+    )
+    raise typer.Exit(2)
+
+
+def example_path(name: str) -> Path:
+    """Path of a file bundled in ``ensemblex/data``."""
+    return Path(str(resources.files("ensemblex") / "data" / name))

@@ -1,0 +1,141 @@
+"""K-fold cross-fitting: out-of-fold predictions of every member, fold models kept on disk."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from ensemblex.executors import run_tasks
+from ensemblex.members.families import fit_kwargs, limit_threads
+from ensemblex.members.zoo import MemberSpec
+from ensemblex.predictions import Predictions
+from ensemblex.preprocessing import Schema, categorical_indices, make_preprocessor
+from ensemblex.store import RunStore
+
+
+@dataclass(frozen=True)
+class FoldTask:
+    """One (member, fold) to fit: everything a worker process needs."""
+
+    spec: MemberSpec
+    fold: int
+    train: np.ndarray
+    valid: np.ndarray
+
+
+def make_splits(y: np.ndarray, task: str, folds: int, random_state: int) -> list:
+    """K folds over the training rows, stratified for classification."""
+    if task == "regression":
+        splitter = KFold(folds, shuffle=True, random_state=random_state)
+    else:
+        counts = np.bincount(y)
+        if counts.min() < folds:
+            raise ValueError(
+                f"class code {int(counts.argmin())} has {int(counts.min())} rows; "
+                f"{folds}-fold cross-fitting needs at least {folds} rows per class"
+            )
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=random_state)
+    return list(splitter.split(np.zeros(len(y)), y))
+
+
+def fit_fold(
+    task_: FoldTask,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    schema: Schema,
+    task: str,
+    store: RunStore,
+    n_threads: int,
+) -> str:
+    """Fit one member on one fold's training rows and write it, with its held-out
+    predictions, to the store. Runs in a worker process."""
+    spec = task_.spec
+    preprocessor = make_preprocessor(schema, spec.encoding)
+    start = time.perf_counter()
+    X_train = preprocessor.fit_transform(X.iloc[task_.train])
+    estimator = limit_threads(spec.new_estimator(), n_threads)
+    categorical = categorical_indices(schema) if spec.encoding == "native" else []
+    estimator.fit(X_train, y[task_.train], **fit_kwargs(spec.family, categorical))
+    fit_seconds = time.perf_counter() - start
+    X_valid = preprocessor.transform(X.iloc[task_.valid])
+    start = time.perf_counter()
+    estimator.predict(X_valid[:256])
+    predict_per_row = (time.perf_counter() - start) / min(len(X_valid), 256)
+    seconds = {"fit": fit_seconds, "predict_per_row": predict_per_row}
+    store.write_fold(
+        spec.name, task_.fold, preprocessor, estimator, spec.family, task, X_valid, seconds
+    )
+    return f"{spec.name}/fold{task_.fold}"
+
+
+def crossfit(
+    specs: list[MemberSpec],
+    X: pd.DataFrame,
+    y: np.ndarray,
+    schema: Schema,
+    task: str,
+    splits: list,
+    store: RunStore,
+    *,
+    classes=None,
+    backend: str = "local",
+    n_jobs: int | None = None,
+    ray_address: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[Predictions, dict]:
+    """Cross-fit every member; return OOF predictions and per-member seconds.
+
+    Folds already in ``store`` are not refit. ``y`` holds class codes for classification.
+    ``progress(label, done, total)`` is called as folds finish.
+    """
+    pending = [
+        FoldTask(spec, k, train, valid)
+        for spec in specs
+        for k, (train, valid) in enumerate(splits)
+        if not store.is_done(spec.name, k)
+    ]
+    total = len(specs) * len(splits)
+    done = total - len(pending)
+    if progress is not None:
+        progress("resumed", done, total)
+    for label in run_tasks(
+        fit_fold,
+        pending,
+        X,
+        y,
+        schema,
+        task,
+        store,
+        backend=backend,
+        n_jobs=n_jobs,
+        ray_address=ray_address,
+    ):
+        done += 1
+        if progress is not None:
+            progress(label, done, total)
+    n_outputs = 1 if task == "regression" else len(classes)
+    values = np.zeros((len(y), len(specs), n_outputs))
+    seconds = {}
+    for j, spec in enumerate(specs):
+        fit_s, per_row = 0.0, []
+        for k, (_, valid) in enumerate(splits):
+            oof, meta = store.read_fold(spec.name, k)
+            values[valid, j] = oof
+            fit_s += meta["seconds"]["fit"]
+            per_row.append(meta["seconds"]["predict_per_row"])
+        seconds[spec.name] = {"fit": fit_s, "predict_per_row": float(np.mean(per_row))}
+    costs = [seconds[s.name]["predict_per_row"] * len(splits) for s in specs]
+    P = Predictions(
+        values,
+        [s.name for s in specs],
+        task,
+        classes=classes,
+        costs=costs,
+        source="out-of-fold predictions",
+    )
+    return P, seconds

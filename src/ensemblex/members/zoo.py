@@ -1,0 +1,173 @@
+"""Member specifications and the built-in zoos (``default`` and ``fast``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sklearn.base import clone
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+from ensemblex.members.families import family_of
+from ensemblex.preprocessing import ENCODINGS
+
+ZOOS = ("default", "fast")
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One member to cross-fit: a name, an unfitted estimator and its input encoding.
+
+    Parameters
+    ----------
+    name : str
+    estimator : estimator
+        A scikit-learn-compatible estimator (LightGBM, XGBoost and CatBoost wrappers included).
+    encoding : {"native", "onehot", "ordinal"}
+        See :mod:`ensemblex.preprocessing`.
+    """
+
+    name: str
+    estimator: object
+    encoding: str
+
+    def __post_init__(self):
+        if self.encoding not in ENCODINGS:
+            raise ValueError(
+                f"member {self.name!r}: encoding must be one of {ENCODINGS}, "
+                f"however: encoding={self.encoding!r}"
+            )
+
+    @property
+    def family(self) -> str:
+        return family_of(self.estimator)
+
+    def new_estimator(self):
+        return clone(self.estimator)
+
+
+def default_encoding(estimator) -> str:
+    """GBDTs read categorical codes natively; tree ensembles ordinal codes; the rest one-hot."""
+    if family_of(estimator) != "sklearn":
+        return "native"
+    name = type(estimator).__name__
+    if any(key in name for key in ("Forest", "Trees", "Tree", "HistGradient")):
+        return "ordinal"
+    return "onehot"
+
+
+def resolve_members(members, task: str, random_state: int = 0) -> list[MemberSpec]:
+    """Turn ``members`` (a zoo name, or a list of estimators, ``(name, estimator)`` pairs or
+    :class:`MemberSpec`) into a list of specs with unique names."""
+    if isinstance(members, str):
+        if members not in ZOOS:
+            raise ValueError(f"members must be one of {ZOOS} or a list, however: {members!r}")
+        return zoo(members, task, random_state)
+    specs = []
+    for item in members:
+        if isinstance(item, MemberSpec):
+            specs.append(item)
+        elif isinstance(item, tuple) and len(item) == 2:
+            name, est = item
+            specs.append(MemberSpec(str(name), est, default_encoding(est)))
+        else:
+            specs.append(MemberSpec(type(item).__name__, item, default_encoding(item)))
+    names = [s.name for s in specs]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise ValueError(f"members have duplicate names {dups}; pass (name, estimator) pairs")
+    if not specs:
+        raise ValueError("members is empty; pass a zoo name or at least one estimator")
+    return specs
+
+
+def zoo(name: str, task: str, random_state: int = 0) -> list[MemberSpec]:
+    """The built-in zoos.
+
+    ``fast``: LightGBM, a random forest, a linear model and kNN (for tests and quick looks).
+    ``default``: LightGBM at three settings, XGBoost at two depths, CatBoost, a random forest,
+    extra trees, a linear model, kNN and an MLP.
+    """
+    reg = task == "regression"
+    seed = random_state
+    from lightgbm import LGBMClassifier, LGBMRegressor
+
+    lgbm = LGBMRegressor if reg else LGBMClassifier
+
+    def gbm(**kw):
+        return lgbm(random_state=seed, verbose=-1, n_jobs=1, **kw)
+
+    forest = RandomForestRegressor if reg else RandomForestClassifier
+    linear = Ridge(alpha=1.0) if reg else LogisticRegression(C=1.0, max_iter=1000)
+    knn = (KNeighborsRegressor if reg else KNeighborsClassifier)(n_neighbors=25, weights="distance")
+    if name == "fast":
+        members = [
+            ("lgbm", gbm(n_estimators=100, learning_rate=0.1, num_leaves=15)),
+            ("random_forest", forest(n_estimators=60, min_samples_leaf=2, random_state=seed)),
+            ("linear", linear),
+            ("knn", knn),
+        ]
+    else:
+        from catboost import CatBoostClassifier, CatBoostRegressor
+        from xgboost import XGBClassifier, XGBRegressor
+
+        xgb = XGBRegressor if reg else XGBClassifier
+        cat = CatBoostRegressor if reg else CatBoostClassifier
+        extra = ExtraTreesRegressor if reg else ExtraTreesClassifier
+        mlp = MLPRegressor if reg else MLPClassifier
+        members = [
+            ("lgbm_l31_lr05", gbm(n_estimators=300, learning_rate=0.05, num_leaves=31)),
+            ("lgbm_l15_lr1", gbm(n_estimators=150, learning_rate=0.1, num_leaves=15)),
+            (
+                "lgbm_l63_lr03",
+                gbm(n_estimators=300, learning_rate=0.03, num_leaves=63, colsample_bytree=0.7),
+            ),
+            (
+                "xgb_d4",
+                xgb(n_estimators=200, learning_rate=0.1, max_depth=4, n_jobs=1, random_state=seed),
+            ),
+            (
+                "xgb_d7",
+                xgb(
+                    n_estimators=200,
+                    learning_rate=0.05,
+                    max_depth=7,
+                    subsample=0.8,
+                    n_jobs=1,
+                    random_state=seed,
+                ),
+            ),
+            (
+                "catboost_d6",
+                cat(
+                    iterations=300,
+                    depth=6,
+                    learning_rate=0.08,
+                    random_seed=seed,
+                    verbose=0,
+                    thread_count=1,
+                    allow_writing_files=False,
+                ),
+            ),
+            ("random_forest", forest(n_estimators=150, max_features="sqrt", random_state=seed)),
+            ("extra_trees", extra(n_estimators=150, min_samples_leaf=2, random_state=seed)),
+            ("linear", linear),
+            ("knn", knn),
+            (
+                "mlp",
+                mlp(
+                    hidden_layer_sizes=(64, 32),
+                    early_stopping=True,
+                    max_iter=300,
+                    random_state=seed,
+                ),
+            ),
+        ]
+    return [MemberSpec(n, est, default_encoding(est)) for n, est in members]

@@ -1,0 +1,185 @@
+"""Feature schema and per-family preprocessing, built from scikit-learn transformers.
+
+The schema is read once from the training table: numeric columns, categorical columns
+(strings, booleans, pandas categories) and ID-like columns, which are dropped with a warning.
+Each member family gets its own encoding, fitted inside each fold:
+
+- ``"native"`` (GBDTs): numerics as they are (missing values kept), categoricals as ordinal
+  codes that the GBDT is told are categorical;
+- ``"onehot"`` (linear, kNN, MLP): median-imputed standardised numerics and one-hot
+  categoricals;
+- ``"ordinal"`` (scikit-learn trees): median-imputed numerics and ordinal categoricals.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+log = logging.getLogger(__name__)
+
+ENCODINGS = ("native", "onehot", "ordinal")
+# A text column with this share of distinct values (or more) names rows (IDs, surnames): its
+# categories recur too rarely to generalise.
+_ID_UNIQUE_SHARE = 0.25
+_ID_NAME_HINTS = ("id", "rownumber", "row_number", "index", "uuid")
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The columns a model was trained on, with their kinds.
+
+    Attributes
+    ----------
+    numeric, categorical : list of str
+        Columns used as features, in table order within each kind.
+    dropped : list of str
+        ID-like columns left out.
+    dtypes : dict of str to str
+        The pandas dtype of every column the table had (features and dropped).
+    """
+
+    numeric: list[str]
+    categorical: list[str]
+    dropped: list[str] = field(default_factory=list)
+    dtypes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def features(self) -> list[str]:
+        return self.numeric + self.categorical
+
+    def to_dict(self) -> dict:
+        return {
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "dropped": self.dropped,
+            "dtypes": self.dtypes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Schema:
+        return cls(
+            list(data["numeric"]),
+            list(data["categorical"]),
+            list(data["dropped"]),
+            dict(data["dtypes"]),
+        )
+
+    def check(self, X: pd.DataFrame, source: str = "data") -> pd.DataFrame:
+        """Validate a table against the schema; return its feature columns in training order.
+
+        Missing feature columns, unexpected columns and numeric columns that arrive as text
+        are errors naming the columns.
+        """
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"{source}: expected a pandas DataFrame, got {type(X).__name__}")
+        missing = [c for c in self.features if c not in X.columns]
+        if missing:
+            raise ValueError(f"{source}: missing columns {missing}; the model was trained on them")
+        known = set(self.features) | set(self.dropped)
+        extra = [c for c in X.columns if c not in known]
+        if extra:
+            raise ValueError(
+                f"{source}: unexpected columns {extra}; the model knows {self.features}"
+            )
+        for col in self.numeric:
+            if not _is_numeric(X[col]):
+                raise ValueError(
+                    f"{source}: column {col!r} has dtype {X[col].dtype}; expected numbers "
+                    f"(trained as {self.dtypes.get(col, 'numeric')})"
+                )
+        return X[self.features]
+
+
+def _is_numeric(col: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+
+
+def infer_schema(X: pd.DataFrame, source: str = "data") -> Schema:
+    """Read the column kinds of a training table and drop ID-like columns with a warning."""
+    if not isinstance(X, pd.DataFrame):
+        raise TypeError(f"{source}: expected a pandas DataFrame, got {type(X).__name__}")
+    if X.shape[1] == 0 or len(X) == 0:
+        raise ValueError(f"{source}: the table has no feature columns or no rows")
+    numeric, categorical, dropped = [], [], []
+    for col in X.columns:
+        if _looks_like_id(X[col], str(col)):
+            dropped.append(col)
+        elif _is_numeric(X[col]):
+            numeric.append(col)
+        else:
+            categorical.append(col)
+    if dropped:
+        log.warning("%s: dropping ID-like columns %s", source, dropped)
+    if not numeric and not categorical:
+        raise ValueError(f"{source}: every column looks like an ID; no features are left")
+    dtypes = {str(c): str(X[c].dtype) for c in X.columns}
+    return Schema(numeric, categorical, dropped, dtypes)
+
+
+def _looks_like_id(col: pd.Series, name: str) -> bool:
+    n = len(col)
+    unique_share = col.nunique(dropna=True) / max(n, 1)
+    if not _is_numeric(col):
+        return n >= 20 and unique_share >= _ID_UNIQUE_SHARE
+    # A numeric column is an ID when its name says so and every value is a distinct integer.
+    named = name.lower().replace(" ", "").endswith(_ID_NAME_HINTS) or name.lower() in _ID_NAME_HINTS
+    integral = pd.api.types.is_integer_dtype(col) or bool(
+        np.all(np.mod(col.dropna().to_numpy(dtype=float), 1) == 0)
+    )
+    return named and integral and unique_share == 1.0 and n >= 20
+
+
+def make_preprocessor(schema: Schema, encoding: str) -> ColumnTransformer:
+    """A ColumnTransformer for one member family; output columns: numerics, then categoricals."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, however: encoding={encoding!r}")
+    ordinal = OrdinalEncoder(
+        handle_unknown="use_encoded_value",
+        unknown_value=-1,
+        encoded_missing_value=-1,
+        dtype=np.float64,
+    )
+    if encoding == "native":
+        numeric = "passthrough"
+        categorical = make_pipeline(TextCategories(), ordinal)
+    elif encoding == "ordinal":
+        numeric = SimpleImputer(strategy="median")
+        categorical = make_pipeline(TextCategories(), ordinal)
+    else:
+        numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+        categorical = make_pipeline(
+            TextCategories(),
+            SimpleImputer(strategy="constant", fill_value="(missing)"),
+            OneHotEncoder(handle_unknown="ignore", min_frequency=10, sparse_output=False),
+        )
+    parts = []
+    if schema.numeric:
+        parts.append(("num", numeric, schema.numeric))
+    if schema.categorical:
+        parts.append(("cat", categorical, schema.categorical))
+    return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
+
+
+def categorical_indices(schema: Schema) -> list[int]:
+    """Positions of the categorical columns in a ``"native"`` preprocessor's output."""
+    return list(range(len(schema.numeric), len(schema.features)))
+
+
+class TextCategories(TransformerMixin, BaseEstimator):
+    """Cast categoricals to strings (missing stays missing) so that mixed types encode cleanly."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        frame = pd.DataFrame(X).astype(object)
+        return frame.where(frame.isna(), frame.astype(str)).to_numpy()
