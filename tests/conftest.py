@@ -99,3 +99,13 @@ def multiclass_zoo() -> Zoo:
 def zoo(request) -> Zoo:
     """Each task's zoo in turn."""
     return request.getfixturevalue(f"{request.param}_zoo")
+
+
+@pytest.fixture(scope="session")
+def churn_table():
+    """The bundled churn table (real data shipped with the package), first 1,500 rows."""
+    import pandas as pd
+
+    from ensemblex.cli.app import example_path
+
+    return pd.read_csv(example_path("churn_modelling.csv")).head(1500)

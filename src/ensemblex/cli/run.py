@@ -84,6 +84,7 @@ def run(
     test_size: float = typer.Option(0.2, "--test-size", min=0.05, max=0.5),
     backend: Backend = typer.Option(Backend.local, "--backend"),
     ray_address: str | None = typer.Option(None, "--ray-address"),
+    jobs: int | None = typer.Option(None, "--jobs", min=1, help="Parallel fits (default: cores)."),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("ensemblex-run"), "--out", help="Run folder."),
 ) -> None:
@@ -113,6 +114,7 @@ def run(
             test_size,
             backend.value,
             ray_address,
+            jobs,
             seed,
             out,
         )
@@ -125,7 +127,7 @@ def run(
     )
 
 
-def _run(frame, target, data, task, zoo, folds, test_size, backend, ray_address, seed, out):
+def _run(frame, target, data, task, zoo, folds, test_size, backend, ray_address, jobs, seed, out):
     start = time.perf_counter()
     y_all = frame[target]
     if y_all.isna().any():
@@ -145,6 +147,7 @@ def _run(frame, target, data, task, zoo, folds, test_size, backend, ray_address,
         cv=folds,
         random_state=seed,
         backend=backend,
+        n_jobs=jobs,
         ray_address=ray_address,
         work_dir=out / "work",
     )

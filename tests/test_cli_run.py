@@ -1,0 +1,176 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from ensemblex.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def churn_csv(churn_table, tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "churn.csv"
+    churn_table.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(churn_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    args = [
+        "run",
+        str(churn_csv),
+        "--target",
+        "Exited",
+        "--zoo",
+        "fast",
+        "--folds",
+        "3",
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_run_writes_the_run_folder(finished_run):
+    out, output = finished_run
+    assert "Leaderboard" in output and "random_forest" in output
+    summary = json.loads((out / "leaderboard.json").read_text())
+    kinds = {row["kind"] for row in summary["leaderboard"]}
+    assert kinds == {"member", "combiner", "combiner (chosen)"}
+    assert all(row["test_score"] is not None for row in summary["leaderboard"])
+    oof = pd.read_parquet(out / "oof.parquet")
+    test = pd.read_parquet(out / "test.parquet")
+    assert list(oof.columns) == ["Exited", "lgbm", "random_forest", "linear", "knn"]
+    assert len(oof) + len(test) == 1500
+    assert (out / "model" / "manifest.json").is_file()
+
+
+def test_run_tables_feed_blend(finished_run, tmp_path):
+    out, _ = finished_run
+    result = runner.invoke(
+        app,
+        [
+            "blend",
+            str(out / "oof.parquet"),
+            "--target",
+            "Exited",
+            "--test",
+            str(out / "test.parquet"),
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_predict_new_rows_and_check_their_schema(finished_run, churn_table, tmp_path):
+    out, _ = finished_run
+    new = churn_table.tail(50)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    result = runner.invoke(
+        app, ["predict", str(out), str(tmp_path / "new.csv"), "--out", str(tmp_path / "pred.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    pred = pd.read_csv(tmp_path / "pred.csv")
+    assert list(pred.columns) == ["prediction", "0", "1"] and len(pred) == 50
+    cases = {
+        "missing": (new.drop(columns="Age"), "missing columns ['Age']"),
+        "extra": (new.assign(Favourite="blue"), "unexpected columns ['Favourite']"),
+        "dtype": (new.assign(Balance="lots"), "column 'Balance' has dtype"),
+    }
+    for name, (frame, message) in cases.items():
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        result = runner.invoke(
+            app,
+            [
+                "predict",
+                str(out),
+                str(tmp_path / f"{name}.csv"),
+                "--out",
+                str(tmp_path / f"{name}_pred.csv"),
+            ],
+        )
+        assert result.exit_code == 2, (name, result.output)
+        assert message in " ".join(result.output.split()), (name, result.output)
+        assert f"{name}.csv" in result.output
+        assert not (tmp_path / f"{name}_pred.csv").exists()
+
+
+def test_run_bad_input(churn_csv, tmp_path):
+    result = runner.invoke(
+        app, ["run", str(churn_csv), "--target", "nope", "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 2
+    assert "unknown target column 'nope'" in " ".join(result.output.split())
+    assert not (tmp_path / "x").exists()
+
+
+def _done_folds(out):
+    return sorted((out / "work" / "folds").glob("*/fold*/done.json"))
+
+
+def test_killed_run_resumes_to_identical_output(churn_csv, tmp_path):
+    """SIGKILL a run part-way, rerun it: same output as an uninterrupted run, and the
+    folds finished before the kill are not refit."""
+
+    def command(out):
+        return [
+            sys.executable,
+            "-m",
+            "ensemblex",
+            "run",
+            str(churn_csv),
+            "--target",
+            "Exited",
+            "--zoo",
+            "fast",
+            "--folds",
+            "5",
+            "--jobs",
+            "1",
+            "--out",
+            str(out),
+        ]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        command(killed),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while len(_done_folds(killed)) < 6 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in _done_folds(killed)}
+    assert 6 <= len(finished) < 20, "the run must be killed part-way"
+    assert not (killed / "leaderboard.json").exists()
+
+    subprocess.run(command(killed), check=True, capture_output=True)
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items()), "finished folds refit"
+    assert len(_done_folds(killed)) == 20
+
+    fresh = tmp_path / "fresh"
+    subprocess.run(command(fresh), check=True, capture_output=True)
+    for table in ("oof.parquet", "test.parquet"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(killed / table), pd.read_parquet(fresh / table)
+        )
+    boards = [
+        pd.DataFrame(json.loads((d / "leaderboard.json").read_text())["leaderboard"])
+        for d in (killed, fresh)
+    ]
+    for col in ("model", "kind", "cv_score", "test_score"):
+        pd.testing.assert_series_equal(boards[0][col], boards[1][col])

@@ -1,0 +1,138 @@
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_diabetes, load_wine
+from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
+
+from ensemblex.ensemble import EnsembleClassifier, EnsembleRegressor
+from ensemblex.store import sha256_file
+
+
+@pytest.fixture(scope="module")
+def fitted_churn(churn_table, tmp_path_factory):
+    X, y = churn_table.drop(columns="Exited"), churn_table["Exited"].to_numpy()
+    work = tmp_path_factory.mktemp("work")
+    model = EnsembleClassifier(members="fast", cv=3, work_dir=work).fit(X[:1200], y[:1200])
+    return model, X[1200:]
+
+
+def test_classifier_on_churn(fitted_churn):
+    model, X_new = fitted_churn
+    proba = model.predict_proba(X_new)
+    assert proba.shape == (len(X_new), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert set(model.predict(X_new)) <= {0, 1}
+    board = model.leaderboard_
+    assert set(board.loc[board.kind == "member", "model"]) == {
+        "lgbm",
+        "random_forest",
+        "linear",
+        "knn",
+    }
+    assert (board.kind == "combiner (chosen)").sum() == 1
+    assert model.schema_.dropped == ["RowNumber", "CustomerId", "Surname"]
+
+
+def test_saved_ensemble_moves_and_loads_without_unpickling(fitted_churn, tmp_path, monkeypatch):
+    model, X_new = fitted_churn
+    model.save(tmp_path / "a")
+    shutil.move(tmp_path / "a", tmp_path / "moved")
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("loading must never unpickle")
+
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    monkeypatch.setattr(pickle, "loads", no_unpickling)
+    loaded = EnsembleClassifier.load(tmp_path / "moved")
+    np.testing.assert_array_equal(loaded.predict_proba(X_new), model.predict_proba(X_new))
+    manifest = json.loads((tmp_path / "moved" / "manifest.json").read_text())
+    assert all(not p.startswith("/") for p in manifest["sha256"])
+    assert manifest["versions"]["scikit-learn"]
+    assert {m["family"] for m in manifest["members"]} == {"lightgbm", "sklearn"}
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_changed_foreign_and_malicious_files_are_refused(fitted_churn, tmp_path):
+    import skops.io as sio
+
+    model, _ = fitted_churn
+    saved = model.save(tmp_path / "m")
+    manifest_path = saved / "manifest.json"
+    rel = next(
+        p
+        for p in json.loads(manifest_path.read_text())["sha256"]
+        if p.endswith("preprocessor.skops")
+    )
+    # A pickle dropped beside the models is a file the manifest does not list.
+    (saved / "members" / "evil.pkl").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(
+        ValueError, match=r"files not listed in the manifest \['members/evil.pkl'\]"
+    ):
+        EnsembleClassifier.load(saved)
+    (saved / "members" / "evil.pkl").unlink()
+    # A changed model file fails its hash.
+    original = (saved / rel).read_bytes()
+    (saved / rel).write_bytes(original + b"\0")
+    with pytest.raises(ValueError, match="was changed since it was saved"):
+        EnsembleClassifier.load(saved)
+    # An attacker who also rewrites the manifest still cannot make skops run foreign types.
+    sio.dump({"payload": Evil()}, saved / rel)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["sha256"][rel] = sha256_file(saved / rel)
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="refuses to load untrusted types"):
+        EnsembleClassifier.load(saved)
+    # A raw pickle under a skops name is not a skops file.
+    (saved / rel).write_bytes(pickle.dumps(Evil()))
+    manifest["sha256"][rel] = sha256_file(saved / rel)
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="not a readable skops file"):
+        EnsembleClassifier.load(saved)
+
+
+def test_regressor_and_multiclass_with_custom_members(tmp_path):
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    reg = EnsembleRegressor(members="fast", cv=3, combiner="greedy").fit(X, y)
+    assert reg.predict(X.head(5)).shape == (5,)
+    reg.save(tmp_path / "reg")
+    np.testing.assert_allclose(EnsembleRegressor.load(tmp_path / "reg").predict(X), reg.predict(X))
+    X, y = load_wine(return_X_y=True, as_frame=True)
+    labels = np.array(["barolo", "grignolino", "barbera"])[y]
+    members = [
+        ("tree", DecisionTreeClassifier(max_depth=3, random_state=0)),
+        ("logreg", LogisticRegression(max_iter=2000)),
+    ]
+    clf = EnsembleClassifier(members=members, cv=3).fit(X, labels)
+    assert list(clf.classes_) == ["barbera", "barolo", "grignolino"]
+    clf.save(tmp_path / "clf")
+    loaded = EnsembleClassifier.load(tmp_path / "clf")
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X))
+    with pytest.raises(ValueError, match="holds an EnsembleClassifier"):
+        EnsembleRegressor.load(tmp_path / "clf")
+
+
+def test_same_seed_same_numbers(churn_table):
+    X, y = churn_table.drop(columns="Exited")[:600], churn_table["Exited"][:600].to_numpy()
+    a = EnsembleClassifier(members="fast", cv=3, random_state=4).fit(X, y)
+    b = EnsembleClassifier(members="fast", cv=3, random_state=4).fit(X, y)
+    np.testing.assert_array_equal(a.oof_.values, b.oof_.values)
+    pd.testing.assert_series_equal(a.leaderboard_["cv_score"], b.leaderboard_["cv_score"])
+
+
+def test_bad_input(churn_table, tmp_path):
+    X, y = churn_table.drop(columns="Exited")[:300], churn_table["Exited"][:300].to_numpy()
+    with pytest.raises(ValueError, match="single class"):
+        EnsembleClassifier(members="fast").fit(X, np.zeros(300))
+    with pytest.raises(ValueError, match="members must be one of"):
+        EnsembleClassifier(members="huge").fit(X, y)
+    with pytest.raises(ValueError, match="no manifest.json"):
+        EnsembleClassifier.load(tmp_path)
