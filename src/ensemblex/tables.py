@@ -337,6 +337,7 @@ def write_frame(frame: pd.DataFrame, path) -> Path:
         else:
             gzip = path.name.lower().endswith(".gz")
             frame.to_csv(tmp, index=False, compression="gzip" if gzip else None)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

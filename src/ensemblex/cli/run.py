@@ -25,6 +25,7 @@ from sklearn.model_selection import train_test_split
 from ensemblex.cli.app import TaskChoice, app, console, example_path, fail
 from ensemblex.combiners import default_candidates
 from ensemblex.ensemble import EnsembleClassifier, EnsembleRegressor, _Ensemble
+from ensemblex.report import build_report
 from ensemblex.store import write_json_atomic
 from ensemblex.tables import to_frame, write_frame
 from ensemblex.tasks import encode_labels
@@ -122,7 +123,7 @@ def run(
         fail(str(exc))
     _print_leaderboard(summary)
     console.print(
-        f"wrote {out}/: {MODEL_DIR}/, oof.parquet, test.parquet, leaderboard.json "
+        f"wrote {out}/: {MODEL_DIR}/, oof.parquet, test.parquet, leaderboard.json, report.html "
         f"({summary['seconds']:.0f}s)"
     )
 
@@ -199,6 +200,7 @@ def _run(frame, target, data, task, zoo, folds, test_size, backend, ray_address,
     }
     write_json_atomic(summary, out / "leaderboard.json")
     write_json_atomic({"target": target, "task": task}, out / RUN_FILE)
+    build_report(out)
     return summary
 
 
@@ -270,3 +272,15 @@ def predict(
     except (ValueError, TypeError, OSError) as exc:
         fail(f"{data}: {exc}" if str(data) not in str(exc) else str(exc))
     console.print(f"wrote {len(result)} predictions to {out}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run folder written by `ensemblex run`.")):
+    """Rebuild RUN_DIR/report.html: one self-contained page (leaderboard and plots)."""
+    try:
+        if not (run_dir / "leaderboard.json").is_file():
+            raise ValueError(f"{run_dir}: no leaderboard.json; not a folder written by `run`")
+        path = build_report(run_dir)
+    except (ValueError, TypeError, OSError) as exc:
+        fail(str(exc))
+    console.print(f"wrote {path}")

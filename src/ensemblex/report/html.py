@@ -1,0 +1,139 @@
+"""One self-contained HTML report per run folder: tables and inline PNG plots, no network."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ensemblex.report import plots
+from ensemblex.tables import read_table
+from ensemblex.tasks import encode_labels
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1000px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: right; }
+th:first-child, td:first-child, td:nth-child(2) { text-align: left; }
+tr.chosen { background: #e8f3e8; font-weight: 600; }
+figure { margin: 1.5em 0; } figcaption { color: #555; font-size: 0.9em; }
+"""
+
+
+def build_report(run_dir: Path) -> Path:
+    """Write ``run_dir/report.html`` from the run's files; return its path."""
+    from ensemblex.ensemble import _Ensemble
+
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "leaderboard.json").read_text())
+    target = summary["target"]
+    oof = read_table(run_dir / "oof.parquet", target=target, task=summary["task"])
+    P = oof.predictions
+    test = read_table(
+        run_dir / "test.parquet",
+        target=target,
+        task=P.task,
+        classes=P.classes,
+        members=list(P.members),
+    )
+    model = _Ensemble.load(run_dir / "model")
+    rows = summary["leaderboard"]
+    member_scores = {r["model"]: r["cv_score"] for r in rows if r["kind"] == "member"}
+    sections = [_leaderboard_table(summary)]
+    weights = getattr(model.combiner_, "weights_", None)
+    chosen = getattr(model.combiner_, "combiner_", model.combiner_)
+    if weights is not None:
+        title = f"Weights of the chosen combiner ({summary['chosen']})"
+        figure = plots.weights_plot(dict(zip(P.members, np.asarray(weights))), title)
+        sections.append(_figure(figure, title, "Share of each member in the ensemble."))
+    else:
+        kept = getattr(chosen, "kept_members_", list(P.members))
+        sections.append(
+            f"<p>The chosen combiner ({html.escape(summary['chosen'])}) is a "
+            f"meta-model over {len(kept)} members; it has no member weights.</p>"
+        )
+    sections.append(
+        _figure(
+            plots.correlation_heatmap(P),
+            "Member correlation",
+            "Pearson correlation of the members' out-of-fold predictions.",
+        )
+    )
+    sections.append(
+        _figure(
+            plots.score_vs_diversity(P, member_scores, summary["metric"]),
+            "Member score vs diversity",
+            "Each member's OOF score against how much it differs from the rest.",
+        )
+    )
+    if P.task != "regression":
+        y = encode_labels(test.y, P.classes)
+        best = min(
+            member_scores,
+            key=lambda m: member_scores[m] * (-1 if summary["greater_is_better"] else 1),
+        )
+        curves = {
+            f"ensemble ({summary['chosen']})": model.combiner_.predict(test.predictions),
+            f"best member ({best})": test.predictions.member(best),
+        }
+        sections.append(
+            _figure(
+                plots.reliability_diagram(curves, y),
+                "Reliability diagram",
+                "Confidence against accuracy on the held-out test rows.",
+            )
+        )
+    page = _page(summary, "\n".join(sections))
+    out = run_dir / "report.html"
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".report.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(page)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared
+    os.replace(tmp, out)
+    return out
+
+
+def _leaderboard_table(summary: dict) -> str:
+    head = "<tr><th>model</th><th>kind</th><th>CV score</th><th>test score</th><th>fit s</th></tr>"
+    body = []
+    for r in summary["leaderboard"]:
+        cls = ' class="chosen"' if r["kind"] == "combiner (chosen)" else ""
+        fit = "" if r.get("fit_seconds") is None else f"{r['fit_seconds']:.2f}"
+        body.append(
+            f"<tr{cls}><td>{html.escape(r['model'])}</td><td>{r['kind']}</td>"
+            f"<td>{r['cv_score']:.5f}</td><td>{r['test_score']:.5f}</td>"
+            f"<td>{fit}</td></tr>"
+        )
+    note = (
+        "Members: out-of-fold score. Combiners: nested cross-validated score (refit inside "
+        "each outer fold of the OOF rows). Test: the held-out split, never used to fit."
+    )
+    return f"<h2>Leaderboard</h2><p>{note}</p><table>{head}{''.join(body)}</table>"
+
+
+def _figure(png_b64: str, title: str, caption: str) -> str:
+    return (
+        f'<figure><h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" '
+        f'src="data:image/png;base64,{png_b64}"><figcaption>{html.escape(caption)}'
+        "</figcaption></figure>"
+    )
+
+
+def _page(summary: dict, body: str) -> str:
+    direction = "higher" if summary["greater_is_better"] else "lower"
+    title = f"ensemblex run: {Path(summary['data']).name}"
+    facts = (
+        f"Target <b>{html.escape(summary['target'])}</b> ({summary['task']}), zoo "
+        f"<b>{summary['zoo']}</b>, {summary['folds']} folds, seed {summary['seed']}; metric "
+        f"<b>{summary['metric']}</b> ({direction} is better); chosen combiner "
+        f"<b>{html.escape(str(summary['chosen']))}</b>."
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<p>{facts}</p>{body}</body></html>"
+    )

@@ -1,0 +1,90 @@
+"""Report figures, drawn with matplotlib and returned as base64 PNG for inline embedding."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display is needed to draw the report
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ensemblex.predictions import Predictions
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def member_signals(P: Predictions) -> np.ndarray:
+    """One column per member: the value, P(positive), or flattened class probabilities."""
+    if P.task == "binary":
+        return P.values[:, :, 1]
+    return P.values.transpose(1, 0, 2).reshape(P.n_members, -1).T
+
+
+def correlation_matrix(P: Predictions) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nan_to_num(np.corrcoef(member_signals(P).T), nan=0.0)
+
+
+def weights_plot(weights: dict[str, float], title: str) -> str:
+    names = list(weights)
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(names) + 1))
+    ax.barh(names, [weights[n] for n in names], color="#3b75af")
+    ax.invert_yaxis()
+    ax.set_xlabel("weight")
+    ax.set_title(title)
+    return _png(fig)
+
+
+def correlation_heatmap(P: Predictions) -> str:
+    corr = correlation_matrix(P)
+    size = 0.35 * P.n_members + 2
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(corr, vmin=-1, vmax=1, cmap="RdBu_r")
+    ax.set_xticks(range(P.n_members), P.members, rotation=90)
+    ax.set_yticks(range(P.n_members), P.members)
+    fig.colorbar(image, ax=ax, label="correlation of OOF predictions")
+    ax.set_title("Member correlation")
+    return _png(fig)
+
+
+def score_vs_diversity(P: Predictions, scores: dict[str, float], metric: str) -> str:
+    corr = correlation_matrix(P)
+    m = P.n_members
+    diversity = 1.0 - (corr.sum(axis=1) - 1.0) / max(m - 1, 1)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter(diversity, [scores[name] for name in P.members], color="#3b75af")
+    for x, name in zip(diversity, P.members):
+        ax.annotate(name, (x, scores[name]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("diversity: 1 - mean correlation with the other members")
+    ax.set_ylabel(f"OOF {metric}")
+    ax.set_title("Member score vs diversity")
+    return _png(fig)
+
+
+def reliability_diagram(curves: dict[str, np.ndarray], y: np.ndarray, bins: int = 10) -> str:
+    """Top-label reliability: confidence (max probability) against accuracy, per bin."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    edges = np.linspace(0, 1, bins + 1)
+    for label, proba in curves.items():
+        confidence = proba.max(axis=1)
+        correct = proba.argmax(axis=1) == y
+        which = np.clip(np.digitize(confidence, edges) - 1, 0, bins - 1)
+        counts = np.bincount(which, minlength=bins)
+        keep = counts > 0
+        mean_conf = np.bincount(which, confidence, bins)[keep] / counts[keep]
+        accuracy = np.bincount(which, correct.astype(float), bins)[keep] / counts[keep]
+        ax.plot(mean_conf, accuracy, marker="o", label=label)
+    ax.set_xlabel("confidence (max probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability on the test split")
+    ax.legend(loc="upper left")
+    return _png(fig)

@@ -1,0 +1,111 @@
+import base64
+import io
+import re
+import shutil
+import subprocess
+
+import matplotlib.image as mpimg
+import pytest
+from typer.testing import CliRunner
+
+from ensemblex.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(churn_table, tmp_path_factory):
+    data = tmp_path_factory.mktemp("data") / "churn.csv"
+    churn_table.head(900).to_csv(data, index=False)
+    out = tmp_path_factory.mktemp("run") / "out"
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(data),
+            "--target",
+            "Exited",
+            "--zoo",
+            "fast",
+            "--folds",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _images(page: str) -> list[bytes]:
+    return [
+        base64.b64decode(b64)
+        for b64 in re.findall(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    ]
+
+
+def test_report_is_self_contained_with_every_plot(run_dir):
+    page = (run_dir / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page  # works offline
+    for heading in (
+        "Leaderboard",
+        "Member correlation",
+        "Member score vs diversity",
+        "Reliability diagram",
+    ):
+        assert f"<h2>{heading}</h2>" in page
+    images = _images(page)
+    assert len(images) == page.count("<img ")
+    assert len(images) >= 4  # weights (or a note), heatmap, scatter, reliability
+    for png in images:
+        pixels = mpimg.imread(io.BytesIO(png), format="png")
+        assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+
+
+def test_report_command_rebuilds_it(run_dir):
+    (run_dir / "report.html").unlink()
+    result = runner.invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "report.html").is_file()
+    result = runner.invoke(app, ["report", str(run_dir / "model")])
+    assert result.exit_code == 2 and "no leaderboard.json" in result.output
+
+
+_CHECK = """<script>window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;
+  document.title = 'IMAGES ' + imgs.length + ' BROKEN ' + broken;
+});</script>"""
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    chromium = shutil.which("chromium")
+    assert chromium, "install Debian's chromium to run the browser test"
+    page = (run_dir / "report.html").read_text().replace("</body>", _CHECK + "</body>")
+    (tmp_path / "page.html").write_text(page)
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            (tmp_path / "page.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    found = re.search(r"<title>IMAGES (\d+) BROKEN (\d+)</title>", dom)
+    assert found, dom[:500]
+    assert int(found.group(1)) == len(_images(page)) >= 4
+    assert int(found.group(2)) == 0
