@@ -136,3 +136,35 @@ def test_bad_input(churn_table, tmp_path):
         EnsembleClassifier(members="huge").fit(X, y)
     with pytest.raises(ValueError, match="no manifest.json"):
         EnsembleClassifier.load(tmp_path)
+
+
+def test_prefitted_members_are_used_as_they_are(churn_table, tmp_path):
+    from sklearn.compose import make_column_transformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from ensemblex.members import prefitted
+
+    X, y = churn_table.drop(columns="Exited"), churn_table["Exited"].to_numpy()
+    # A model the user trained elsewhere (here: on rows the ensemble never sees).
+    outside = make_pipeline(
+        make_column_transformer(
+            (OneHotEncoder(handle_unknown="ignore"), ["Geography", "Gender"]),
+            remainder="passthrough",
+        ),
+        DecisionTreeClassifier(max_depth=4, random_state=0),
+    ).fit(X.iloc[1000:].drop(columns=["RowNumber", "CustomerId", "Surname"]), y[1000:])
+    members = [prefitted("mine", outside), ("logreg", LogisticRegression(max_iter=2000))]
+    model = EnsembleClassifier(members=members, cv=3).fit(X[:1000], y[:1000])
+    features = X[:1000].drop(columns=["RowNumber", "CustomerId", "Surname"])
+    np.testing.assert_allclose(model.oof_.member("mine"), outside.predict_proba(features))
+    np.testing.assert_allclose(
+        model.member_predictions(X[:5]).member("mine"), outside.predict_proba(features[:5])
+    )
+    model.save(tmp_path / "m")
+    loaded = EnsembleClassifier.load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict_proba(X[:50]), model.predict_proba(X[:50]))
+    with pytest.raises(ValueError, match="prefitted member 'mine' predicts classes"):
+        EnsembleClassifier(members=[prefitted("mine", outside)], cv=3).fit(
+            X[:300], np.where(y[:300] == 1, "left", "stayed")
+        )

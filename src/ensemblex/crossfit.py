@@ -58,9 +58,12 @@ def fit_fold(
     preprocessor = make_preprocessor(schema, spec.encoding)
     start = time.perf_counter()
     X_train = preprocessor.fit_transform(X.iloc[task_.train])
-    estimator = limit_threads(spec.new_estimator(), n_threads)
-    categorical = categorical_indices(schema) if spec.encoding == "native" else []
-    estimator.fit(X_train, y[task_.train], **fit_kwargs(spec.family, categorical))
+    if spec.prefitted:  # used as it is: the fold only records its held-out predictions
+        estimator = spec.estimator
+    else:
+        estimator = limit_threads(spec.new_estimator(), n_threads)
+        categorical = categorical_indices(schema) if spec.encoding == "native" else []
+        estimator.fit(X_train, y[task_.train], **fit_kwargs(spec.family, categorical))
     fit_seconds = time.perf_counter() - start
     X_valid = preprocessor.transform(X.iloc[task_.valid])
     start = time.perf_counter()

@@ -117,6 +117,7 @@ class _Ensemble(BaseEstimator):
             codes, self.classes_, self.task_ = y.astype(np.float64), None, "regression"
         self.metric_ = get_metric(self.metric, self.task_)
         specs = resolve_members(self.members, self.task_, self.random_state)
+        _check_prefitted_classes(specs, self.classes_)
         splits = make_splits(
             codes if self._classifier else y, self.task_, int(self.cv), self.random_state
         )
@@ -323,6 +324,21 @@ class _Ensemble(BaseEstimator):
         self.leaderboard_ = pd.DataFrame(manifest["leaderboard"])
         self._store_root = None
         return self
+
+
+def _check_prefitted_classes(specs, classes) -> None:
+    for spec in specs:
+        fitted = getattr(spec.estimator, "classes_", None)
+        if (
+            spec.prefitted
+            and classes is not None
+            and fitted is not None
+            and [str(c) for c in fitted] != [str(c) for c in classes]
+        ):
+            raise ValueError(
+                f"prefitted member {spec.name!r} predicts classes {list(fitted)}, however y "
+                f"has classes {list(classes)}"
+            )
 
 
 def _read_manifest(path: Path) -> dict:

@@ -8,7 +8,8 @@ Each member family gets its own encoding, fitted inside each fold:
   codes that the GBDT is told are categorical;
 - ``"onehot"`` (linear, kNN, MLP): median-imputed standardised numerics and one-hot
   categoricals;
-- ``"ordinal"`` (scikit-learn trees): median-imputed numerics and ordinal categoricals.
+- ``"ordinal"`` (scikit-learn trees): median-imputed numerics and ordinal categoricals;
+- ``"raw"`` (already-fitted members): the feature columns as a DataFrame, untouched.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 log = logging.getLogger(__name__)
 
-ENCODINGS = ("native", "onehot", "ordinal")
+ENCODINGS = ("native", "onehot", "ordinal", "raw")
 # A text column with this share of distinct values (or more) names rows (IDs, surnames): its
 # categories recur too rarely to generalise.
 _ID_UNIQUE_SHARE = 0.25
@@ -161,6 +162,11 @@ def make_preprocessor(schema: Schema, encoding: str) -> ColumnTransformer:
             SimpleImputer(strategy="constant", fill_value="(missing)"),
             OneHotEncoder(handle_unknown="ignore", min_frequency=10, sparse_output=False),
         )
+    if encoding == "raw":
+        raw = ColumnTransformer(
+            [("raw", "passthrough", schema.features)], verbose_feature_names_out=False
+        )
+        return raw.set_output(transform="pandas")
     parts = []
     if schema.numeric:
         parts.append(("num", numeric, schema.numeric))

@@ -30,13 +30,16 @@ class MemberSpec:
     name : str
     estimator : estimator
         A scikit-learn-compatible estimator (LightGBM, XGBoost and CatBoost wrappers included).
-    encoding : {"native", "onehot", "ordinal"}
+    encoding : {"native", "onehot", "ordinal", "raw"}
         See :mod:`ensemblex.preprocessing`.
+    prefitted : bool
+        An already-fitted model, used as it is and never refit (see :func:`prefitted`).
     """
 
     name: str
     estimator: object
     encoding: str
+    prefitted: bool = False
 
     def __post_init__(self):
         if self.encoding not in ENCODINGS:
@@ -51,6 +54,17 @@ class MemberSpec:
 
     def new_estimator(self):
         return clone(self.estimator)
+
+
+def prefitted(name: str, model) -> MemberSpec:
+    """An already-fitted member: never refit, it predicts from the raw feature columns.
+
+    Its out-of-fold predictions are its predictions on the training rows, so it is only
+    honest if the model never saw those rows.
+    """
+    if not hasattr(model, "predict"):
+        raise TypeError(f"member {name!r}: a prefitted model needs a predict method")
+    return MemberSpec(name, model, "raw", prefitted=True)
 
 
 def default_encoding(estimator) -> str:
