@@ -174,3 +174,38 @@ def test_killed_run_resumes_to_identical_output(churn_csv, tmp_path):
     ]
     for col in ("model", "kind", "cv_score", "test_score"):
         pd.testing.assert_series_equal(boards[0][col], boards[1][col])
+
+
+@pytest.mark.parametrize("loader", ["diabetes", "wine"])
+def test_run_regression_and_multiclass(loader, tmp_path):
+    from sklearn import datasets
+
+    frame = getattr(datasets, f"load_{loader}")(as_frame=True).frame
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(tmp_path / "data.csv"),
+            "--target",
+            "target",
+            "--zoo",
+            "fast",
+            "--folds",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "leaderboard.json").read_text())
+    assert summary["task"] == ("regression" if loader == "diabetes" else "multiclass")
+    assert summary["metric"] == ("rmse" if loader == "diabetes" else "log_loss")
+    page = (out / "report.html").read_text()
+    assert ("Reliability diagram" in page) == (loader == "wine")
+    result = runner.invoke(
+        app, ["predict", str(out), str(tmp_path / "data.csv"), "--out", str(tmp_path / "pred.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "pred.csv")) == len(frame)

@@ -62,14 +62,20 @@ def read_data(path: Path) -> pd.DataFrame:
     return frame
 
 
+# An integer target with at most this many values is read as classes (override with --task).
+_MAX_INTEGER_CLASSES = 10
+
+
 def detect_task(y: pd.Series, task: str) -> str:
-    """Numbers are regression unless two-valued; text labels are classification."""
+    """Text labels and whole numbers with few values are classes; other numbers regression."""
     if task != "auto":
         return task
-    numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
     n = y.nunique()
+    numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
     if numeric and n > 2:
-        return "regression"
+        whole = bool(np.all(np.mod(y.to_numpy(dtype=float), 1) == 0))
+        if not (whole and n <= _MAX_INTEGER_CLASSES):
+            return "regression"
     return "binary" if n == 2 else "multiclass"
 
 
@@ -137,6 +143,7 @@ def _run(frame, target, data, task, zoo, folds, test_size, backend, ray_address,
             f"{int(np.argmax(y_all.isna().to_numpy()))}"
         )
     task = detect_task(y_all, task)
+    console.print(f"task: {task} (target {target!r}; --task overrides)")
     X_all = frame.drop(columns=target)
     stratify = None if task == "regression" else y_all
     X, X_test, y, y_test = train_test_split(

@@ -8,10 +8,12 @@ those meta-models with weights inversely proportional to their cross-validated e
 
 from __future__ import annotations
 
+import warnings
 from itertools import combinations
 
 import numpy as np
 from scipy.special import logit
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import (
     ElasticNetCV,
     LassoCV,
@@ -232,10 +234,14 @@ class Stacking(Combiner):
         X = self._features(values)
         self.meta_learners_ = names
         weighted = sample_weight is not None
-        self.meta_models_ = [
-            self._make_learner(name, weighted).fit(X, y, **_weight_params(sample_weight))
-            for name in names
-        ]
+        with warnings.catch_warnings():
+            # Coordinate descent warns at the smallest penalties of the path on collinear
+            # member predictions; the cross-validated choice is made among all penalties.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.meta_models_ = [
+                self._make_learner(name, weighted).fit(X, y, **_weight_params(sample_weight))
+                for name in names
+            ]
         if len(names) > 1:
             self.meta_errors_ = np.array([_cv_rmse(model) for model in self.meta_models_])
             inverse = 1.0 / np.maximum(self.meta_errors_, np.finfo(float).tiny)

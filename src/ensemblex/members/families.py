@@ -41,6 +41,7 @@ TRUSTED_SKOPS_TYPES = frozenset(
         "sklearn._loss._loss.CyHalfBinomialLoss",
         "sklearn._loss._loss.CyHalfMultinomialLoss",
         "sklearn._loss._loss.CyHalfSquaredError",
+        "sklearn.model_selection._split.KFold",
         "ensemblex.preprocessing.TextCategories",
     }
 )
