@@ -74,6 +74,8 @@ class Cascade:
         Cost per sample of each member (seconds or FLOPs); default ``P.costs``.
     decision_threshold : float, default 0.5
         Binary decision threshold the window is centred on.
+    min_accuracy, min_coverage : float, optional
+        Absolute targets instead of "within epsilon of the full ensemble".
     n_thresholds : int, default 400
         Candidate thresholds swept (quantiles of the stages' confidences).
 
@@ -92,7 +94,8 @@ class Cascade:
     """
 
     def __init__(self, rule="confidence", target="accuracy", epsilon=0.001, risk=0.05,
-                 weights=None, costs=None, decision_threshold=0.5, n_thresholds=400):  # fmt: skip
+                 weights=None, costs=None, decision_threshold=0.5, n_thresholds=400,
+                 min_accuracy=None, min_coverage=None):  # fmt: skip
         self.rule = rule
         self.target = target
         self.epsilon = epsilon
@@ -101,6 +104,8 @@ class Cascade:
         self.costs = costs
         self.decision_threshold = decision_threshold
         self.n_thresholds = n_thresholds
+        self.min_accuracy = min_accuracy
+        self.min_coverage = min_coverage
 
     # ------------------------------------------------------------ stages
     def _stage_proba(self, values: np.ndarray) -> np.ndarray:
@@ -167,9 +172,18 @@ class Cascade:
             )
         self.front_ = _pareto(points)
         if self.target == "accuracy":
-            ok = [p for p in points if p.accuracy >= self.full_accuracy_ - self.epsilon]
+            goal = self.min_accuracy
+            goal = self.full_accuracy_ - self.epsilon if goal is None else goal
+            ok = [p for p in points if p.accuracy >= goal]
         else:
-            ok = [p for p in points if p.coverage_at_risk >= full_coverage - self.epsilon]
+            goal = full_coverage - self.epsilon if self.min_coverage is None else self.min_coverage
+            ok = [p for p in points if p.coverage_at_risk >= goal]
+        if not ok:
+            raise ValueError(
+                f"no threshold reaches the target {self.target} >= {goal:.4f}; the full "
+                f"ensemble gets accuracy {self.full_accuracy_:.4f} and coverage "
+                f"{full_coverage:.4f} at risk {self.risk}"
+            )
         self.chosen_ = min(ok, key=lambda p: (p.cost, -p.threshold))
         self.threshold_ = self.chosen_.threshold
         self.full_coverage_at_risk_ = full_coverage
