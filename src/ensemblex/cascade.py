@@ -6,7 +6,10 @@ the last stage is the full ensemble. Two exit rules:
 
 - ``"confidence"``: exit when the top-label probability is at least the threshold;
 - ``"window"`` (binary): exit when P(positive) lies outside a window of half-width w around
-  the decision threshold, i.e. when later members could not plausibly flip the decision.
+  the decision boundary, i.e. when later members could not plausibly flip the decision. The
+  boundary is the decision threshold; for a coverage-at-risk target it is the full ensemble's
+  pair of acceptance thresholds instead (an accepted sample lies beyond them, so its label is
+  settled), and clear abstentions leave early too.
 
 One threshold (or window) is shared by all stages and chosen on out-of-fold predictions as the
 cheapest that meets the target: accuracy within ``epsilon`` of the full ensemble's, or the full
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ensemblex.metrics.selective import coverage_at_risk
+from ensemblex.metrics.selective import coverage_at_risk, risk_coverage_curve
 from ensemblex.predictions import Predictions, as_predictions
 from ensemblex.tasks import encode_labels
 
@@ -116,7 +119,8 @@ class Cascade:
     def _margin(self, stages: np.ndarray) -> np.ndarray:
         """How far each stage is from changing its mind: (n, S); exit when >= threshold."""
         if self.rule == "window":
-            return np.abs(stages[:, :, 1] - self.decision_threshold)
+            p = stages[:, :, 1][..., None]
+            return np.abs(p - np.asarray(self.boundaries_)).min(axis=2)
         return stages.max(axis=2)
 
     def _exit_stage(self, margin: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -148,8 +152,9 @@ class Cascade:
         self._setup(P)
         y = encode_labels(np.asarray(y), P.classes)
         stages = self._stage_proba(P.values)
-        margin = self._margin(stages)
         full = stages[:, -1]
+        self.boundaries_ = self._boundaries(full, y)
+        margin = self._margin(stages)
         self.full_accuracy_ = float(np.mean(full.argmax(axis=1) == y))
         full_coverage = coverage_at_risk(full, y, self.risk)
         thresholds = np.unique(np.quantile(margin[:, :-1], np.linspace(0, 1, self.n_thresholds)))
@@ -188,6 +193,18 @@ class Cascade:
         self.threshold_ = self.chosen_.threshold
         self.full_coverage_at_risk_ = full_coverage
         return self
+
+    def _boundaries(self, full: np.ndarray, y: np.ndarray) -> list[float]:
+        """Where a binary decision changes: the decision threshold or, for a coverage-at-risk
+        target, the full ensemble's acceptance thresholds on P(positive)."""
+        boundaries = [self.decision_threshold]
+        if self.rule == "window" and self.target == "coverage_at_risk":
+            curve = risk_coverage_curve(full, y)
+            ok = np.flatnonzero(curve.risk <= self.risk)
+            if len(ok):
+                accept = float(curve.threshold[ok.max()])  # top-label confidence to accept
+                boundaries = [1.0 - accept, accept]
+        return boundaries
 
     def _setup(self, P: Predictions) -> None:
         costs = self.costs if self.costs is not None else P.costs
