@@ -52,11 +52,13 @@ def test_report_is_self_contained_with_every_plot(run_dir):
         "Member correlation",
         "Member score vs diversity",
         "Reliability diagram",
+        "Risk-coverage",
+        "Early-exit cascade",
     ):
         assert f"<h2>{heading}</h2>" in page
     images = _images(page)
     assert len(images) == page.count("<img ")
-    assert len(images) >= 4  # weights (or a note), heatmap, scatter, reliability
+    assert len(images) >= 6  # weights, heatmap, scatter, reliability, risk-coverage, cascade
     for png in images:
         pixels = mpimg.imread(io.BytesIO(png), format="png")
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100
@@ -107,5 +109,5 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     ).stdout
     found = re.search(r"<title>IMAGES (\d+) BROKEN (\d+)</title>", dom)
     assert found, dom[:500]
-    assert int(found.group(1)) == len(_images(page)) >= 4
+    assert int(found.group(1)) == len(_images(page)) >= 6
     assert int(found.group(2)) == 0

@@ -87,6 +87,14 @@ def build_report(run_dir: Path) -> Path:
                 "Confidence against accuracy on the held-out test rows.",
             )
         )
+        sections.append(
+            _figure(
+                plots.risk_coverage_plot(curves, y),
+                "Risk-coverage",
+                "Error rate when answering only the most confident samples.",
+            )
+        )
+        sections.append(_cascade_section(P, oof.y, summary, weights))
     page = _page(summary, "\n".join(sections))
     out = run_dir / "report.html"
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".report.", suffix=".tmp")
@@ -95,6 +103,27 @@ def build_report(run_dir: Path) -> Path:
     os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared
     os.replace(tmp, out)
     return out
+
+
+def _cascade_section(P, y, summary: dict, weights) -> str:
+    """Fit an early-exit cascade on the OOF rows with the members' measured predict costs."""
+    from ensemblex.cascade import Cascade
+
+    per_row = {r["model"]: r.get("predict_seconds_per_row") for r in summary["leaderboard"]}
+    costs = [per_row.get(m) for m in P.members]
+    if any(c is None for c in costs):
+        return "<p>No member costs recorded: no cascade.</p>"
+    try:
+        cascade = Cascade(costs=costs, weights=weights).fit(P, y)
+    except ValueError as exc:
+        return f"<p>No cascade: {html.escape(str(exc))}</p>"
+    caption = (
+        f"Members cheapest first: {', '.join(cascade.order_)}. The chosen threshold keeps "
+        "the full ensemble's OOF accuracy within 0.1 point."
+    )
+    return _figure(
+        plots.cascade_front_plot(cascade.front_, cascade.chosen_), "Early-exit cascade", caption
+    )
 
 
 def _leaderboard_table(summary: dict) -> str:

@@ -88,3 +88,42 @@ def reliability_diagram(curves: dict[str, np.ndarray], y: np.ndarray, bins: int 
     ax.set_title("Reliability on the test split")
     ax.legend(loc="upper left")
     return _png(fig)
+
+
+def risk_coverage_plot(curves: dict[str, np.ndarray], y: np.ndarray) -> str:
+    """Selective risk against coverage for each prediction (most confident first)."""
+    from ensemblex.metrics.selective import aurc, risk_coverage_curve
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for label, proba in curves.items():
+        curve = risk_coverage_curve(proba, y)
+        ax.plot(curve.coverage, curve.risk, label=f"{label} (AURC {aurc(proba, y):.4f})")
+    ax.axhline(0.05, color="grey", linestyle=":", label="5% risk")
+    ax.set_xlabel("coverage (share of samples answered)")
+    ax.set_ylabel("risk (error rate of answered samples)")
+    ax.set_title("Risk-coverage on the test split")
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(fig)
+
+
+def cascade_front_plot(front, chosen) -> str:
+    """The cascade's accuracy against its share of the full ensemble's cost."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot(
+        [p.relative_cost for p in front],
+        [p.accuracy for p in front],
+        marker=".",
+        label="Pareto front (OOF rows)",
+    )
+    ax.scatter(
+        [chosen.relative_cost],
+        [chosen.accuracy],
+        color="#d62728",
+        zorder=3,
+        label=f"chosen: {chosen.relative_cost:.0%} of the cost",
+    )
+    ax.set_xlabel("cost relative to the full ensemble")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Early-exit cascade")
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
