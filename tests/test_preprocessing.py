@@ -56,6 +56,6 @@ def test_schema_check_names_bad_columns(table):
         schema.check(table.drop(columns="age"), source="new.csv")
     with pytest.raises(ValueError, match=r"unexpected columns \['shoe_size'\]"):
         schema.check(table.assign(shoe_size=42), source="new.csv")
-    with pytest.raises(ValueError, match="column 'income' has dtype object; expected numbers"):
+    with pytest.raises(ValueError, match="column 'income' has dtype (object|str); expected numbers"):
         schema.check(table.assign(income="high"), source="new.csv")
     assert list(schema.check(table[::-1].copy()).columns) == schema.features
