@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemblex.members.families import load_model, load_skops, save_model
+from ensemblex.members.families import load_model, load_skops, predict_outputs, save_model
 
 
 def sha256_file(path: Path) -> str:
@@ -111,8 +111,6 @@ class RunStore:
             sio.dump(preprocessor, tmp / "preprocessor.skops")
             model_path = save_model(model, family, tmp / "model")
             reloaded = load_model(model_path, family, task)
-            from ensemblex.members.families import predict_outputs
-
             oof = predict_outputs(reloaded, valid_X, task)
             np.save(tmp / "oof.npy", oof, allow_pickle=False)
             files = ["preprocessor.skops", model_path.name, "oof.npy"]
