@@ -96,9 +96,19 @@ class Cascade:
     full_accuracy_ : float
     """
 
-    def __init__(self, rule="confidence", target="accuracy", epsilon=0.001, risk=0.05,
-                 weights=None, costs=None, decision_threshold=0.5, n_thresholds=400,
-                 min_accuracy=None, min_coverage=None):  # fmt: skip
+    def __init__(
+        self,
+        rule="confidence",
+        target="accuracy",
+        epsilon=0.001,
+        risk=0.05,
+        weights=None,
+        costs=None,
+        decision_threshold=0.5,
+        n_thresholds=400,
+        min_accuracy=None,
+        min_coverage=None,
+    ):
         self.rule = rule
         self.target = target
         self.epsilon = epsilon

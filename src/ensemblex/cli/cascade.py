@@ -79,10 +79,18 @@ def _cascade(source, target, costs_path, target_accuracy, target_risk, coverage,
         target = summary["target"]
         oof = read_table(source / "oof.parquet", target=target, task=summary["task"])
         P = oof.predictions
-        test = read_table(source / "test.parquet", target=target, task=P.task,
-                          classes=P.classes, members=list(P.members))  # fmt: skip
-        per_row = {r["model"]: r.get("predict_seconds_per_row") for r in summary["leaderboard"]
-                   if r["kind"] == "member"}  # fmt: skip
+        test = read_table(
+            source / "test.parquet",
+            target=target,
+            task=P.task,
+            classes=P.classes,
+            members=list(P.members),
+        )
+        per_row = {
+            r["model"]: r.get("predict_seconds_per_row")
+            for r in summary["leaderboard"]
+            if r["kind"] == "member"
+        }
         member_costs = np.array([per_row[m] for m in P.members])
         from ensemblex.ensemble import _Ensemble
 
@@ -98,9 +106,15 @@ def _cascade(source, target, costs_path, target_accuracy, target_risk, coverage,
     if member_costs is None:
         raise ValueError(f"{source}: --costs is required for a predictions table")
     kind = "accuracy" if target_risk is None else "coverage_at_risk"
-    model = Cascade(rule=rule, target=kind, risk=target_risk or 0.05, weights=weights,
-                    costs=member_costs, min_accuracy=target_accuracy,
-                    min_coverage=coverage).fit(P, oof.y)  # fmt: skip
+    model = Cascade(
+        rule=rule,
+        target=kind,
+        risk=target_risk or 0.05,
+        weights=weights,
+        costs=member_costs,
+        min_accuracy=target_accuracy,
+        min_coverage=coverage,
+    ).fit(P, oof.y)
     result = {
         "order": model.order_,
         "threshold": model.threshold_,

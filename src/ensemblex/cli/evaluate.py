@@ -21,8 +21,10 @@ ENSEMBLE = "ensemble (mean)"
 
 def classification_metrics(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Scores, calibration and selective prediction of one prediction (n, k)."""
-    out = {name: get_metric(name, "multiclass").score(y, proba)
-           for name in ("log_loss", "accuracy", "brier")}  # fmt: skip
+    out = {
+        name: get_metric(name, "multiclass").score(y, proba)
+        for name in ("log_loss", "accuracy", "brier")
+    }
     out["ece"] = calibration.expected_calibration_error(proba, y)
     out["adaptive_ece"] = calibration.expected_calibration_error(proba, y, strategy="quantile")
     out["aurc"] = selective.aurc(proba, y)
@@ -57,18 +59,23 @@ def evaluate_classification(P: Predictions, y, P_ood: Predictions | None) -> dic
     return {"members": rows, "ensemble": summary}
 
 
-def evaluate_regression(means: np.ndarray, y: np.ndarray, names: list[str],
-                        variances: np.ndarray | None) -> dict:  # fmt: skip
+def evaluate_regression(
+    means: np.ndarray, y: np.ndarray, names: list[str], variances: np.ndarray | None
+) -> dict:
     def scores(pred, var=None):
-        out = {name: get_metric(name, "regression").score(y, pred[:, None])
-               for name in ("rmse", "mae", "r2")}  # fmt: skip
+        out = {
+            name: get_metric(name, "regression").score(y, pred[:, None])
+            for name in ("rmse", "mae", "r2")
+        }
         if var is not None:
             out["nll"] = probabilistic.mixture_nll(pred[:, None], var[:, None], y)
             out["crps"] = probabilistic.mixture_crps(pred[:, None], var[:, None], y)
         return out
 
-    rows = {m: scores(means[:, j], None if variances is None else variances[:, j])
-            for j, m in enumerate(names)}  # fmt: skip
+    rows = {
+        m: scores(means[:, j], None if variances is None else variances[:, j])
+        for j, m in enumerate(names)
+    }
     rows[ENSEMBLE] = scores(means.mean(axis=1))
     summary = {
         "ambiguity_squared_error": vars(diversity.ambiguity_decomposition(means, y)),
@@ -151,13 +158,15 @@ def _evaluate(path: Path, target: str, ood_path: Path | None) -> dict:
     if P.task == "regression":
         if ood_path is not None:
             raise ValueError(f"{ood_path}: --ood is for classification predictions")
-        return {"task": "regression",
-                **evaluate_regression(P.values[:, :, 0], table.y.astype(float),
-                                      list(P.members), None)}  # fmt: skip
+        return {
+            "task": "regression",
+            **evaluate_regression(P.values[:, :, 0], table.y.astype(float), list(P.members), None),
+        }
     P_ood = None
     if ood_path is not None:
-        P_ood = read_table(ood_path, target=target, task=P.task, classes=P.classes,
-                           members=list(P.members)).predictions  # fmt: skip
+        P_ood = read_table(
+            ood_path, target=target, task=P.task, classes=P.classes, members=list(P.members)
+        ).predictions
     return {"task": P.task, **evaluate_classification(P, table.y, P_ood)}
 
 

@@ -108,8 +108,7 @@ class TemperatureScaling:
             return -log_softmax(logp / np.exp(log_t), axis=1)[rows, y].mean()
 
         lo, hi = np.log(self.bounds[0]), np.log(self.bounds[1])
-        result = minimize_scalar(nll, bounds=(lo, hi), method="bounded",
-                                 options={"xatol": 1e-8})  # fmt: skip
+        result = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-8})
         self.temperature_ = float(np.exp(result.x))
         return self
 

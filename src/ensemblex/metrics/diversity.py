@@ -71,9 +71,11 @@ def ambiguity_decomposition(P: np.ndarray, y, loss: str = "squared_error") -> Am
     if loss == "squared_error":
         F = P.reshape(len(y), -1)
         mean = F.mean(axis=1)
-        return Ambiguity(float(np.mean((mean - y) ** 2)),
-                         float(np.mean((F - y[:, None]) ** 2)),
-                         float(np.mean((F - mean[:, None]) ** 2)))  # fmt: skip
+        return Ambiguity(
+            float(np.mean((mean - y) ** 2)),
+            float(np.mean((F - y[:, None]) ** 2)),
+            float(np.mean((F - mean[:, None]) ** 2)),
+        )
     if loss == "cross_entropy":
         p_true = np.clip(np.take_along_axis(P, y[:, None, None], axis=2)[..., 0], _EPS, 1.0)
         ensemble = -np.log(p_true.mean(axis=1)).mean()

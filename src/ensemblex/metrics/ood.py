@@ -72,5 +72,6 @@ def detection_metrics(score_id, score_ood) -> Detection:
     scores = np.r_[score_id, score_ood]
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     fpr95 = float(fpr[np.searchsorted(tpr, 0.95, side="left")])
-    return Detection(float(roc_auc_score(labels, scores)),
-                     float(average_precision_score(labels, scores)), fpr95)  # fmt: skip
+    return Detection(
+        float(roc_auc_score(labels, scores)), float(average_precision_score(labels, scores)), fpr95
+    )

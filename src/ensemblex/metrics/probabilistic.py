@@ -81,8 +81,7 @@ def interval_coverage(means, variances, y, level: float = 0.9, weights=None) -> 
     y = np.asarray(y, dtype=np.float64)
     lower = mixture_quantile(means, variances, (1 - level) / 2, weights)
     upper = mixture_quantile(means, variances, (1 + level) / 2, weights)
-    return IntervalScore(float(np.mean((y >= lower) & (y <= upper))),
-                         float(np.mean(upper - lower)))  # fmt: skip
+    return IntervalScore(float(np.mean((y >= lower) & (y <= upper))), float(np.mean(upper - lower)))
 
 
 def spread_skill_ratio(means, y) -> float:

@@ -1,0 +1,6 @@
+"""Deep ensembles in PyTorch (the ``torch`` extra): members as one batched computation."""
+
+from ensemblex.deep.batched import BatchedLinear, BatchedMLP
+from ensemblex.deep.ensemble import DeepEnsembleClassifier, DeepEnsembleRegressor
+
+__all__ = ["BatchedLinear", "BatchedMLP", "DeepEnsembleClassifier", "DeepEnsembleRegressor"]
