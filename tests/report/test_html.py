@@ -5,6 +5,7 @@ import shutil
 import subprocess
 
 import matplotlib.image as mpimg
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -111,3 +112,19 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert found, dom[:500]
     assert int(found.group(1)) == len(_images(page)) >= 6
     assert int(found.group(2)) == 0
+
+
+def test_report_with_out_of_distribution_rows(run_dir, churn_table, tmp_path):
+    rng = np.random.default_rng(0)
+    ood = churn_table.head(200).drop(columns="Exited").copy()
+    for col in ("CreditScore", "Age", "Balance", "EstimatedSalary"):
+        ood[col] = rng.uniform(0, 3 * churn_table[col].max(), len(ood)).astype(ood[col].dtype)
+    ood.to_csv(tmp_path / "ood.csv", index=False)
+    result = runner.invoke(app, ["report", str(run_dir), "--ood", str(tmp_path / "ood.csv")])
+    assert result.exit_code == 0, result.output
+    page = (run_dir / "report.html").read_text()
+    assert "<h2>Out-of-distribution scores</h2>" in page
+    assert "200 out-of-distribution rows" in page
+    ood.drop(columns="Age").to_csv(tmp_path / "bad.csv", index=False)
+    result = runner.invoke(app, ["report", str(run_dir), "--ood", str(tmp_path / "bad.csv")])
+    assert result.exit_code == 2 and "missing columns ['Age']" in result.output

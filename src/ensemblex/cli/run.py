@@ -282,12 +282,21 @@ def predict(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run folder written by `ensemblex run`.")):
+def report(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `ensemblex run`."),
+    ood: Path | None = typer.Option(
+        None, "--ood", help="Out-of-distribution rows (the training columns) to compare with."
+    ),
+):
     """Rebuild RUN_DIR/report.html: one self-contained page (leaderboard and plots)."""
     try:
         if not (run_dir / "leaderboard.json").is_file():
             raise ValueError(f"{run_dir}: no leaderboard.json; not a folder written by `run`")
-        path = build_report(run_dir)
+        ood_rows = None
+        if ood is not None:
+            target = json.loads((run_dir / "leaderboard.json").read_text())["target"]
+            ood_rows = read_data(ood).drop(columns=[target], errors="ignore")
+        path = build_report(run_dir, ood_rows)
     except (ValueError, TypeError, OSError) as exc:
         fail(str(exc))
     console.print(f"wrote {path}")

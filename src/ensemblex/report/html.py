@@ -24,8 +24,12 @@ figure { margin: 1.5em 0; } figcaption { color: #555; font-size: 0.9em; }
 """
 
 
-def build_report(run_dir: Path) -> Path:
-    """Write ``run_dir/report.html`` from the run's files; return its path."""
+def build_report(run_dir: Path, ood_rows=None) -> Path:
+    """Write ``run_dir/report.html`` from the run's files; return its path.
+
+    ``ood_rows``: an optional DataFrame of out-of-distribution inputs (the training columns);
+    the report then shows the ensemble's OOD-score histograms on test rows against them.
+    """
     from ensemblex.ensemble import _Ensemble
 
     run_dir = Path(run_dir)
@@ -95,6 +99,8 @@ def build_report(run_dir: Path) -> Path:
             )
         )
         sections.append(_cascade_section(P, oof.y, summary, weights))
+        if ood_rows is not None:
+            sections.append(_ood_section(test.predictions, model.member_predictions(ood_rows)))
     page = _page(summary, "\n".join(sections))
     out = run_dir / "report.html"
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".report.", suffix=".tmp")
@@ -103,6 +109,19 @@ def build_report(run_dir: Path) -> Path:
     os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared
     os.replace(tmp, out)
     return out
+
+
+def _ood_section(P_test, P_ood) -> str:
+    from ensemblex.metrics.ood import OOD_SCORES
+
+    scores = {
+        name: (score(P_test.values), score(P_ood.values)) for name, score in OOD_SCORES.items()
+    }
+    caption = (
+        f"{P_ood.n_samples} out-of-distribution rows against {P_test.n_samples} test "
+        "rows; scores from the members' mean (mutual information: their disagreement)."
+    )
+    return _figure(plots.ood_histograms(scores), "Out-of-distribution scores", caption)
 
 
 def _cascade_section(P, y, summary: dict, weights) -> str:

@@ -127,3 +127,18 @@ def cascade_front_plot(front, chosen) -> str:
     ax.set_title("Early-exit cascade")
     ax.legend(loc="lower right", fontsize=8)
     return _png(fig)
+
+
+def ood_histograms(scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    """One panel per OOD score: its histogram on test rows and on out-of-distribution rows."""
+    from ensemblex.metrics.ood import detection_metrics
+
+    fig, axes = plt.subplots(1, len(scores), figsize=(4.2 * len(scores), 3.6))
+    for ax, (name, (s_id, s_ood)) in zip(np.atleast_1d(axes), scores.items()):
+        bins = np.histogram_bin_edges(np.r_[s_id, s_ood], bins=30)
+        ax.hist(s_id, bins=bins, alpha=0.6, density=True, label="test rows")
+        ax.hist(s_ood, bins=bins, alpha=0.6, density=True, label="OOD rows")
+        ax.set_title(f"{name} (AUROC {detection_metrics(s_id, s_ood).auroc:.3f})", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.suptitle("Out-of-distribution scores (higher: more likely OOD)")
+    return _png(fig)
