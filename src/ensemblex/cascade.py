@@ -189,10 +189,14 @@ class Cascade:
         if self.target == "accuracy":
             goal = self.min_accuracy
             goal = self.full_accuracy_ - self.epsilon if goal is None else goal
-            ok = [p for p in points if p.accuracy >= goal]
+            meets = np.array([p.accuracy >= goal for p in points])
         else:
             goal = full_coverage - self.epsilon if self.min_coverage is None else self.min_coverage
-            ok = [p for p in points if p.coverage_at_risk >= goal]
+            meets = np.array([p.coverage_at_risk >= goal for p in points])
+        # The lowest threshold from which every stricter one meets the target: a threshold
+        # that passes only by a lucky dip on the fitting rows does not hold on new rows.
+        failing = np.flatnonzero(~meets)
+        ok = points[failing.max() + 1:] if len(failing) else points
         if not ok:
             raise ValueError(
                 f"no threshold reaches the target {self.target} >= {goal:.4f}; the full "
