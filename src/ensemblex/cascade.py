@@ -196,7 +196,7 @@ class Cascade:
         # The lowest threshold from which every stricter one meets the target: a threshold
         # that passes only by a lucky dip on the fitting rows does not hold on new rows.
         failing = np.flatnonzero(~meets)
-        ok = points[failing.max() + 1:] if len(failing) else points
+        ok = points[failing.max() + 1 :] if len(failing) else points
         if not ok:
             raise ValueError(
                 f"no threshold reaches the target {self.target} >= {goal:.4f}; the full "

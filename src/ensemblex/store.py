@@ -32,17 +32,23 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_json_atomic(data, path: Path) -> None:
-    """Write JSON to a temp file beside ``path``, then rename it into place."""
+def write_text_atomic(text: str, path: Path) -> None:
+    """Write text to a temp file beside ``path``, then rename it into place."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=_plain)
+            fh.write(text)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json_atomic(data, path: Path) -> None:
+    """Write JSON atomically (see :func:`write_text_atomic`)."""
+    write_text_atomic(json.dumps(data, indent=2, default=_plain), path)
 
 
 def _plain(value):

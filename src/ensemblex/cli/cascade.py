@@ -12,6 +12,7 @@ from rich.table import Table as RichTable
 
 from ensemblex.cascade import Cascade
 from ensemblex.cli.app import app, console, fail
+from ensemblex.runs import read_run
 from ensemblex.store import write_json_atomic
 from ensemblex.tables import read_table
 from ensemblex.tasks import encode_labels
@@ -75,23 +76,10 @@ def cascade(
 def _cascade(source, target, costs_path, target_accuracy, target_risk, coverage, rule) -> dict:
     test = weights = None
     if source.is_dir():
-        summary = json.loads((source / "leaderboard.json").read_text())
-        target = summary["target"]
-        oof = read_table(source / "oof.parquet", target=target, task=summary["task"])
+        run = read_run(source)
+        oof, test = run.oof, run.test
         P = oof.predictions
-        test = read_table(
-            source / "test.parquet",
-            target=target,
-            task=P.task,
-            classes=P.classes,
-            members=list(P.members),
-        )
-        per_row = {
-            r["model"]: r.get("predict_seconds_per_row")
-            for r in summary["leaderboard"]
-            if r["kind"] == "member"
-        }
-        member_costs = np.array([per_row[m] for m in P.members])
+        member_costs = run.member_costs()
         from ensemblex.ensemble import _Ensemble
 
         weights = getattr(_Ensemble.load(source / "model").combiner_, "weights_", None)

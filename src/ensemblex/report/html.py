@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import html
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ensemblex.report import plots
-from ensemblex.tables import read_table
+from ensemblex.runs import read_run
+from ensemblex.store import write_text_atomic
 from ensemblex.tasks import encode_labels
 
 _STYLE = """
@@ -32,18 +30,9 @@ def build_report(run_dir: Path, ood_rows=None) -> Path:
     """
     from ensemblex.ensemble import _Ensemble
 
-    run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "leaderboard.json").read_text())
-    target = summary["target"]
-    oof = read_table(run_dir / "oof.parquet", target=target, task=summary["task"])
+    run = read_run(run_dir)
+    run_dir, summary, oof, test = run.root, run.summary, run.oof, run.test
     P = oof.predictions
-    test = read_table(
-        run_dir / "test.parquet",
-        target=target,
-        task=P.task,
-        classes=P.classes,
-        members=list(P.members),
-    )
     model = _Ensemble.load(run_dir / "model")
     rows = summary["leaderboard"]
     member_scores = {r["model"]: r["cv_score"] for r in rows if r["kind"] == "member"}
@@ -98,16 +87,11 @@ def build_report(run_dir: Path, ood_rows=None) -> Path:
                 "Error rate when answering only the most confident samples.",
             )
         )
-        sections.append(_cascade_section(P, oof.y, summary, weights))
+        sections.append(_cascade_section(run, weights))
         if ood_rows is not None:
             sections.append(_ood_section(test.predictions, model.member_predictions(ood_rows)))
-    page = _page(summary, "\n".join(sections))
     out = run_dir / "report.html"
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".report.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(page)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared
-    os.replace(tmp, out)
+    write_text_atomic(_page(summary, "\n".join(sections)), out)
     return out
 
 
@@ -124,16 +108,14 @@ def _ood_section(P_test, P_ood) -> str:
     return _figure(plots.ood_histograms(scores), "Out-of-distribution scores", caption)
 
 
-def _cascade_section(P, y, summary: dict, weights) -> str:
+def _cascade_section(run, weights) -> str:
     """Fit an early-exit cascade on the OOF rows with the members' measured predict costs."""
     from ensemblex.cascade import Cascade
 
-    per_row = {r["model"]: r.get("predict_seconds_per_row") for r in summary["leaderboard"]}
-    costs = [per_row.get(m) for m in P.members]
-    if any(c is None for c in costs):
-        return "<p>No member costs recorded: no cascade.</p>"
     try:
-        cascade = Cascade(costs=costs, weights=weights).fit(P, y)
+        cascade = Cascade(costs=run.member_costs(), weights=weights).fit(
+            run.oof.predictions, run.oof.y
+        )
     except ValueError as exc:
         return f"<p>No cascade: {html.escape(str(exc))}</p>"
     caption = (
