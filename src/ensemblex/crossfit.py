@@ -91,7 +91,7 @@ def crossfit(
     ray_address: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[Predictions, dict]:
-    """Cross-fit every member; return OOF predictions and per-member seconds.
+    """Cross-fit every member; return OOF predictions and seconds per member (column).
 
     Folds already in ``store`` are not refit. ``y`` holds class codes for classification.
     ``progress(label, done, total)`` is called as folds finish.
@@ -122,20 +122,29 @@ def crossfit(
         if progress is not None:
             progress(label, done, total)
     n_outputs = 1 if task == "regression" else len(classes)
-    values = np.zeros((len(y), len(specs), n_outputs))
-    seconds = {}
-    for j, spec in enumerate(specs):
+    columns = [spec.column_names() for spec in specs]
+    values = np.zeros((len(y), sum(map(len, columns)), n_outputs))
+    seconds, costs, start = {}, [], 0
+    for spec, names in zip(specs, columns):
         fit_s, per_row = 0.0, []
+        block = slice(start, start + len(names))
         for k, (_, valid) in enumerate(splits):
             oof, meta = store.read_fold(spec.name, k)
-            values[valid, j] = oof
+            values[valid, block] = oof.reshape(len(valid), len(names), n_outputs)
             fit_s += meta["seconds"]["fit"]
             per_row.append(meta["seconds"]["predict_per_row"])
-        seconds[spec.name] = {"fit": fit_s, "predict_per_row": float(np.mean(per_row))}
-    costs = [seconds[s.name]["predict_per_row"] * len(splits) for s in specs]
+        # members computed together (one network's heads) share its fit and predict time
+        # evenly; the seconds are keyed by member (column) name
+        for name in names:
+            seconds[name] = {
+                "fit": fit_s / len(names),
+                "predict_per_row": float(np.mean(per_row)) / len(names),
+            }
+            costs.append(seconds[name]["predict_per_row"] * len(splits))
+        start += len(names)
     P = Predictions(
         values,
-        [s.name for s in specs],
+        [name for names in columns for name in names],
         task,
         classes=classes,
         costs=costs,

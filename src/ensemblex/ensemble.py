@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from ensemblex.combiners import AutoCombiner, default_candidates
 from ensemblex.combiners.persistence import combiner_state, load_combiner
 from ensemblex.crossfit import crossfit, make_splits
-from ensemblex.members.families import predict_outputs
+from ensemblex.members.families import predict_columns
 from ensemblex.members.zoo import resolve_members
 from ensemblex.metrics import get_metric
 from ensemblex.predictions import Predictions
@@ -160,6 +160,8 @@ class _Ensemble(BaseEstimator):
         ]
         self._store_root = root
         self._families = [s.family for s in specs]
+        self._model_names = [s.name for s in specs]
+        self._model_columns = [s.column_names() for s in specs]
         self.leaderboard_ = self._leaderboard(P, labels)
         return self
 
@@ -214,10 +216,13 @@ class _Ensemble(BaseEstimator):
         X = self.schema_.check(_as_frame(X), source="X")
         n_outputs = 1 if self.task_ == "regression" else len(self.classes_)
         values = np.zeros((len(X), len(self.member_names_), n_outputs))
-        for j, folds in enumerate(self._models):
+        start = 0
+        for folds, columns in zip(self._models, self._model_columns):
+            block = slice(start, start + len(columns))
             for preprocessor, model in folds:
-                values[:, j] += predict_outputs(model, preprocessor.transform(X), self.task_)
-            values[:, j] /= len(folds)
+                values[:, block] += predict_columns(model, preprocessor.transform(X), self.task_)
+            values[:, block] /= len(folds)
+            start += len(columns)
         return Predictions(
             values,
             self.member_names_,
@@ -242,7 +247,9 @@ class _Ensemble(BaseEstimator):
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
         try:
             members = []
-            for name, family, folds in zip(self.member_names_, self._families, self._models):
+            for name, family, folds, columns in zip(
+                self._model_names, self._families, self._models, self._model_columns
+            ):
                 fold_files = []
                 for k in range(len(folds)):
                     src = self._store_root / "folds" / name / f"fold{k}"
@@ -257,7 +264,9 @@ class _Ensemble(BaseEstimator):
                             "model": f"members/{name}/fold{k}/{done['model']}",
                         }
                     )
-                members.append({"name": name, "family": family, "folds": fold_files})
+                members.append(
+                    {"name": name, "family": family, "columns": columns, "folds": fold_files}
+                )
             (tmp / "combiner").mkdir()
             state, _ = combiner_state(self.combiner_, tmp / "combiner")
             files = sorted(p for p in tmp.rglob("*") if p.is_file())
@@ -308,7 +317,9 @@ class _Ensemble(BaseEstimator):
         self.classes_ = None if manifest["classes"] is None else np.asarray(manifest["classes"])
         self.metric_ = get_metric(manifest["metric"], self.task_)
         self.schema_ = Schema.from_dict(manifest["schema"])
-        self.member_names_ = [m["name"] for m in manifest["members"]]
+        self._model_names = [m["name"] for m in manifest["members"]]
+        self._model_columns = [m.get("columns", [m["name"]]) for m in manifest["members"]]
+        self.member_names_ = [c for columns in self._model_columns for c in columns]
         self._families = [m["family"] for m in manifest["members"]]
         self._models = [
             [

@@ -4,7 +4,8 @@ Layout under the root::
 
     run.json                     the run's fingerprint (data, members, folds, seed)
     folds/<member>/fold<k>/      one finished fold: preprocessor.skops, model.<ext>,
-                                 oof.npy (predictions on the held-out rows), done.json
+                                 oof.npy (predictions on the held-out rows, (n, columns, outputs)),
+                                 done.json
 
 A fold is written into a temporary folder and renamed into place, so a fold folder either
 exists whole or not at all; rerunning the same command skips the folds already there.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemblex.members.families import load_model, load_skops, predict_outputs, save_model
+from ensemblex.members.families import load_model, load_skops, predict_columns, save_model
 
 
 def sha256_file(path: Path) -> str:
@@ -117,7 +118,7 @@ class RunStore:
             sio.dump(preprocessor, tmp / "preprocessor.skops")
             model_path = save_model(model, family, tmp / "model")
             reloaded = load_model(model_path, family, task)
-            oof = predict_outputs(reloaded, valid_X, task)
+            oof = predict_columns(reloaded, valid_X, task)
             np.save(tmp / "oof.npy", oof, allow_pickle=False)
             files = ["preprocessor.skops", model_path.name, "oof.npy"]
             done = {

@@ -37,6 +37,7 @@ RUN_FILE = "run.json"
 class Zoo(str, Enum):
     default = "default"
     fast = "fast"
+    deep = "deep"
 
 
 class Backend(str, Enum):

@@ -2,5 +2,13 @@
 
 from ensemblex.deep.batched import BatchedLinear, BatchedMLP
 from ensemblex.deep.ensemble import DeepEnsembleClassifier, DeepEnsembleRegressor
+from ensemblex.deep.tabm import TabMClassifier, TabMRegressor
 
-__all__ = ["BatchedLinear", "BatchedMLP", "DeepEnsembleClassifier", "DeepEnsembleRegressor"]
+__all__ = [
+    "BatchedLinear",
+    "BatchedMLP",
+    "DeepEnsembleClassifier",
+    "DeepEnsembleRegressor",
+    "TabMClassifier",
+    "TabMRegressor",
+]

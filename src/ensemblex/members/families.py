@@ -3,7 +3,10 @@
 - scikit-learn estimators: skops, loaded with an explicit allowlist of types;
 - LightGBM: the booster's text model;
 - XGBoost: JSON;
-- CatBoost: its binary ``.cbm`` format.
+- CatBoost: its binary ``.cbm`` format;
+- torch (``ensemblex.deep``): one safetensors file with its JSON config in the header. A torch
+  model may hold several members (a deep ensemble's networks, TabM's heads): it yields
+  ``ensemble_size`` columns of the predictions array.
 
 None of them is ever pickled, and loading never unpickles.
 """
@@ -14,7 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-FAMILIES = ("sklearn", "lightgbm", "xgboost", "catboost")
+FAMILIES = ("sklearn", "lightgbm", "xgboost", "catboost", "torch")
+
+# Deep estimators a saved torch member may be: loading picks the class from this table.
+TORCH_ESTIMATORS = (
+    "DeepEnsembleClassifier",
+    "DeepEnsembleRegressor",
+    "TabMClassifier",
+    "TabMRegressor",
+)
 
 # Types a saved scikit-learn member may contain beyond skops' defaults (which cover
 # scikit-learn's estimators): the compiled pieces of trees, neighbours and optimisers, and
@@ -49,6 +60,8 @@ TRUSTED_SKOPS_TYPES = frozenset(
 
 def family_of(estimator) -> str:
     """The family of an estimator, from the library that defines it."""
+    if type(estimator).__name__ in TORCH_ESTIMATORS and hasattr(estimator, "predict_members"):
+        return "torch"
     module = type(estimator).__module__.split(".")[0]
     return {"lightgbm": "lightgbm", "xgboost": "xgboost", "catboost": "catboost"}.get(
         module, "sklearn"
@@ -65,10 +78,28 @@ def fit_kwargs(family: str, categorical: list[int]) -> dict:
 def limit_threads(estimator, n_threads: int = 1):
     """Set a GBDT's own thread count so that parallel folds do not oversubscribe the cores."""
     family = family_of(estimator)
-    key = {"lightgbm": "n_jobs", "xgboost": "n_jobs", "catboost": "thread_count"}.get(family)
-    if key is not None:  # scikit-learn estimators already default to one thread
+    key = {
+        "lightgbm": "n_jobs",
+        "xgboost": "n_jobs",
+        "catboost": "thread_count",
+        "torch": "n_threads",
+    }.get(family)
+    # scikit-learn estimators already default to one thread
+    if key is not None and key in estimator.get_params():
         estimator.set_params(**{key: n_threads})
     return estimator
+
+
+def n_columns(model) -> int:
+    """How many members (columns of the predictions array) one model yields."""
+    return int(getattr(model, "ensemble_size", 1))
+
+
+def predict_columns(model, X: np.ndarray, task: str) -> np.ndarray:
+    """Predictions ``(n_samples, n_columns(model), n_outputs)``: one slice per member."""
+    if hasattr(model, "predict_members"):
+        return np.asarray(model.predict_members(X), dtype=np.float64)
+    return predict_outputs(model, X, task)[:, None, :]
 
 
 def predict_outputs(model, X: np.ndarray, task: str) -> np.ndarray:
@@ -85,7 +116,13 @@ def predict_outputs(model, X: np.ndarray, task: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- save / load
-_SUFFIX = {"sklearn": ".skops", "lightgbm": ".txt", "xgboost": ".json", "catboost": ".cbm"}
+_SUFFIX = {
+    "sklearn": ".skops",
+    "lightgbm": ".txt",
+    "xgboost": ".json",
+    "catboost": ".cbm",
+    "torch": ".safetensors",
+}
 
 
 def save_model(model, family: str, path_stem: Path) -> Path:
@@ -95,6 +132,8 @@ def save_model(model, family: str, path_stem: Path) -> Path:
         import skops.io as sio
 
         sio.dump(model, path)
+    elif family == "torch":
+        model.save(path)
     elif family == "lightgbm":
         booster = model.booster_ if hasattr(model, "booster_") else model
         booster.save_model(str(path))
@@ -123,6 +162,8 @@ def load_model(path: Path, family: str, task: str):
         model = cb.CatBoostRegressor() if task == "regression" else cb.CatBoostClassifier()
         model.load_model(str(path))
         return model
+    if family == "torch":
+        return load_torch(path)
     raise ValueError(f"{path}: unknown model family {family!r}; expected one of {FAMILIES}")
 
 
@@ -138,3 +179,23 @@ def load_skops(path: Path):
     if refused:
         raise ValueError(f"{path}: refuses to load untrusted types {refused}")
     return sio.load(path, trusted=sorted(untrusted))
+
+
+def load_torch(path: Path):
+    """Load a deep estimator saved by its ``save``: the class comes from the file's JSON
+    header and must be one of :data:`TORCH_ESTIMATORS`."""
+    import json
+
+    from safetensors import safe_open
+
+    import ensemblex.deep as deep
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            config = json.loads((fh.metadata() or {}).get("config", "{}"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
+    name = config.get("estimator")
+    if name not in TORCH_ESTIMATORS:
+        raise ValueError(f"{path}: estimator must be one of {TORCH_ESTIMATORS}, however: {name!r}")
+    return getattr(deep, name).load(path)

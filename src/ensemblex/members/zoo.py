@@ -15,10 +15,10 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from ensemblex.members.families import family_of
+from ensemblex.members.families import family_of, n_columns
 from ensemblex.preprocessing import ENCODINGS
 
-ZOOS = ("default", "fast")
+ZOOS = ("default", "fast", "deep")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,12 @@ class MemberSpec:
     def family(self) -> str:
         return family_of(self.estimator)
 
+    def column_names(self) -> list[str]:
+        """The member names this spec yields in the predictions array: its own name, or
+        ``name.0`` ... for a model holding several members (a deep ensemble, TabM's heads)."""
+        n = n_columns(self.estimator)
+        return [self.name] if n == 1 else [f"{self.name}.{j}" for j in range(n)]
+
     def new_estimator(self):
         return clone(self.estimator)
 
@@ -68,8 +74,12 @@ def prefitted(name: str, model) -> MemberSpec:
 
 
 def default_encoding(estimator) -> str:
-    """GBDTs read categorical codes natively; tree ensembles ordinal codes; the rest one-hot."""
-    if family_of(estimator) != "sklearn":
+    """GBDTs read categorical codes natively; tree ensembles ordinal codes; the rest (networks
+    included) one-hot."""
+    family = family_of(estimator)
+    if family == "torch":  # networks read standardised numerics and one-hot categoricals
+        return "onehot"
+    if family != "sklearn":
         return "native"
     name = type(estimator).__name__
     if any(key in name for key in ("Forest", "Trees", "Tree", "HistGradient")):
@@ -108,7 +118,12 @@ def zoo(name: str, task: str, random_state: int = 0) -> list[MemberSpec]:
     ``fast``: LightGBM, a random forest, a linear model and kNN (for tests and quick looks).
     ``default``: LightGBM at three settings, XGBoost at two depths, CatBoost, a random forest,
     extra trees, a linear model, kNN and an MLP.
+    ``deep`` (needs the ``torch`` extra): ``default`` plus a deep ensemble of 5 MLPs and TabM
+    (k = 32 heads); each network's members become columns ``mlp_ensemble.0`` ... and
+    ``tabm.0`` ... ``tabm.31`` of the predictions array.
     """
+    if name == "deep":
+        return zoo("default", task, random_state) + deep_members(task, random_state)
     reg = task == "regression"
     seed = random_state
     from lightgbm import LGBMClassifier, LGBMRegressor
@@ -185,3 +200,24 @@ def zoo(name: str, task: str, random_state: int = 0) -> list[MemberSpec]:
             ),
         ]
     return [MemberSpec(n, est, default_encoding(est)) for n, est in members]
+
+
+def deep_members(task: str, random_state: int = 0) -> list[MemberSpec]:
+    """A deep ensemble of 5 MLPs and TabM, sized to train in minutes on a CPU."""
+    try:
+        from ensemblex.deep import (
+            DeepEnsembleClassifier,
+            DeepEnsembleRegressor,
+            TabMClassifier,
+            TabMRegressor,
+        )
+    except ImportError as exc:  # torch is an extra
+        raise ImportError("the deep zoo needs PyTorch: pip install 'ensemblex[torch]'") from exc
+    reg = task == "regression"
+    mlps = (DeepEnsembleRegressor if reg else DeepEnsembleClassifier)(
+        n_members=5, hidden=(256, 256), max_epochs=100, patience=8, random_state=random_state
+    )
+    tabm = (TabMRegressor if reg else TabMClassifier)(
+        k=32, n_blocks=3, d_block=256, max_epochs=60, patience=8, random_state=random_state
+    )
+    return [MemberSpec("mlp_ensemble", mlps, "onehot"), MemberSpec("tabm", tabm, "onehot")]

@@ -1,0 +1,417 @@
+"""TabM (Gorishniy et al., 2024) through the ``tabm`` package, with its k heads as k members.
+
+One TabM network imitates k MLPs that share most weights (BatchEnsemble-style adapters). The
+package builds the network; this module adds the scikit-learn contract, the data handling of
+the paper (quantile-normalised continuous features, binary features one-hot, optional
+piecewise-linear embeddings) and a training loop with early stopping on the mean of the heads.
+
+``predict_members`` returns every head: ``(n_samples, k, n_outputs)``, so combiners such as
+:class:`~ensemblex.GreedySelection` can prune heads. Saved as one safetensors file whose
+header carries the JSON config (see :mod:`ensemblex.deep.serialization`): nothing unpickled.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import QuantileTransformer
+from torch.nn import functional as F
+
+from ensemblex.deep.serialization import TorchMembersMixin
+from ensemblex.predictions import Predictions
+
+_ARCH_TYPES = ("tabm", "tabm-mini", "tabm-packed")
+_EMBEDDINGS = (None, "piecewise")
+
+
+# ---------------------------------------------------------------- feature handling
+class _Features:
+    """Split columns into continuous (quantile-normalised, as in the paper) and two-valued
+    ones (one-hot inside TabM). Fitted on the training rows only."""
+
+    def __init__(self, X: np.ndarray, quantile: bool, random_state: int):
+        n_unique = np.array([len(np.unique(col)) for col in X.T])
+        self.continuous = np.flatnonzero(n_unique > 2)
+        self.binary = np.flatnonzero(n_unique <= 2)
+        # a two-valued column becomes the code of "above the midpoint of its two values"
+        self.midpoint = (X[:, self.binary].min(axis=0) + X[:, self.binary].max(axis=0)) / 2
+        self.quantiles = None
+        if quantile and len(self.continuous):
+            qt = QuantileTransformer(
+                n_quantiles=max(min(len(X) // 30, 1000), 10),
+                output_distribution="normal",
+                subsample=10**9,
+                random_state=random_state,
+            ).fit(X[:, self.continuous])
+            self.quantiles = qt
+        cont = self.transform_continuous(X)
+        self.mean = cont.mean(axis=0)
+        self.scale = np.where(cont.std(axis=0) > 0, cont.std(axis=0), 1.0)
+
+    def transform_continuous(self, X: np.ndarray) -> np.ndarray:
+        cont = X[:, self.continuous]
+        if self.quantiles is not None:
+            cont = self.quantiles.transform(cont)
+        return cont
+
+    def __call__(self, X: np.ndarray) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x_num = x_cat = None
+        if len(self.continuous):
+            cont = (self.transform_continuous(X) - self.mean) / self.scale
+            x_num = torch.as_tensor(cont, dtype=torch.float32)
+        if len(self.binary):
+            x_cat = torch.as_tensor(X[:, self.binary] > self.midpoint, dtype=torch.long)
+        return x_num, x_cat
+
+    def state(self) -> dict[str, np.ndarray]:
+        state = {
+            "continuous": self.continuous,
+            "binary": self.binary,
+            "midpoint": self.midpoint,
+            "mean": self.mean,
+            "scale": self.scale,
+        }
+        if self.quantiles is not None:
+            state["quantiles"] = self.quantiles.quantiles_
+            state["references"] = self.quantiles.references_
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> _Features:
+        self = cls.__new__(cls)
+        self.continuous = state["continuous"].astype(np.int64)
+        self.binary = state["binary"].astype(np.int64)
+        self.midpoint, self.mean, self.scale = state["midpoint"], state["mean"], state["scale"]
+        self.quantiles = None
+        if "quantiles" in state:
+            # a fitted QuantileTransformer is its quantiles and references
+            qt = QuantileTransformer(output_distribution="normal")
+            qt.quantiles_, qt.references_ = state["quantiles"], state["references"]
+            qt.n_quantiles_ = len(qt.references_)
+            qt.n_features_in_ = qt.quantiles_.shape[1]
+            self.quantiles = qt
+        return self
+
+
+# ---------------------------------------------------------------- estimator
+class _TabMBase(TorchMembersMixin, BaseEstimator):
+    _classifier = False
+
+    def __init__(
+        self,
+        k: int = 32,
+        n_blocks: int = 3,
+        d_block: int = 512,
+        dropout: float = 0.1,
+        arch_type: str = "tabm",
+        num_embeddings: str | None = None,
+        n_bins: int = 48,
+        d_embedding: int = 16,
+        lr: float = 2e-3,
+        weight_decay: float = 3e-4,
+        batch_size: int = 256,
+        max_epochs: int = 100,
+        patience: int = 16,
+        max_seconds: float | None = None,
+        validation_fraction: float = 0.1,
+        quantile_transform: bool = True,
+        n_threads: int | None = None,
+        random_state: int = 0,
+    ):
+        self.k = k
+        self.n_blocks = n_blocks
+        self.d_block = d_block
+        self.dropout = dropout
+        self.arch_type = arch_type
+        self.num_embeddings = num_embeddings
+        self.n_bins = n_bins
+        self.d_embedding = d_embedding
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.max_seconds = max_seconds
+        self.validation_fraction = validation_fraction
+        self.quantile_transform = quantile_transform
+        self.n_threads = n_threads
+        self.random_state = random_state
+
+    @property
+    def ensemble_size(self) -> int:
+        """How many members (heads) :meth:`predict_members` returns."""
+        return int(self.k)
+
+    # ------------------------------------------------------------ network
+    def _build(self, n_out: int, bins: list[torch.Tensor] | None) -> torch.nn.Module:
+        import tabm
+        from rtdl_num_embeddings import PiecewiseLinearEmbeddings
+
+        n_num = len(self.features_.continuous)
+        embeddings = None
+        if bins is not None:
+            embeddings = PiecewiseLinearEmbeddings(
+                bins, int(self.d_embedding), activation=False, version="B"
+            )
+        return tabm.TabM.make(
+            n_num_features=n_num,
+            cat_cardinalities=[2] * len(self.features_.binary),
+            d_out=n_out,
+            num_embeddings=embeddings,
+            k=int(self.k),
+            n_blocks=int(self.n_blocks),
+            d_block=int(self.d_block),
+            dropout=float(self.dropout),
+            arch_type=self.arch_type,
+        )
+
+    def _check_params(self) -> None:
+        if self.arch_type not in _ARCH_TYPES:
+            raise ValueError(
+                f"arch_type must be one of {_ARCH_TYPES}, however: arch_type={self.arch_type!r}"
+            )
+        if self.num_embeddings not in _EMBEDDINGS:
+            raise ValueError(
+                f"num_embeddings must be None or 'piecewise', "
+                f"however: num_embeddings={self.num_embeddings!r}"
+            )
+        for name in ("k", "n_blocks", "d_block", "batch_size", "max_epochs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, however: {name}={getattr(self, name)}")
+
+    def _check_X(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features), however: X.shape={X.shape}")
+        if hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X must have {self.n_features_in_} features, however: X.shape={X.shape}"
+            )
+        if not np.all(np.isfinite(X)):
+            raise ValueError("X holds NaN or inf; impute or drop them first")
+        return X
+
+    # ------------------------------------------------------------ losses
+    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean of the heads' losses: out (B, k, n_out), y (B,)."""
+        k = out.shape[1]
+        if self._classifier:
+            return F.cross_entropy(out.flatten(0, 1), y.repeat_interleave(k))
+        return F.mse_loss(out[..., 0], y[:, None].expand(-1, k))
+
+    def _mean_loss(self, out: torch.Tensor, y: torch.Tensor) -> float:
+        """Validation loss of the heads' mean prediction (what early stopping watches)."""
+        if self._classifier:
+            proba = torch.softmax(out, dim=-1).mean(dim=1)
+            return float(F.nll_loss(torch.log(proba.clamp_min(1e-12)), y))
+        return float(F.mse_loss(out[..., 0].mean(dim=1), y))
+
+    def _forward_chunks(self, x_num, x_cat, rows: int = 4096) -> torch.Tensor:
+        n = len(x_num if x_num is not None else x_cat)
+        parts = []
+        for s in range(0, n, rows):
+            parts.append(
+                self.model_(
+                    None if x_num is None else x_num[s : s + rows],
+                    None if x_cat is None else x_cat[s : s + rows],
+                )
+            )
+        return torch.cat(parts)
+
+    # ------------------------------------------------------------ fit
+    def fit(self, X, y):
+        """Train the k heads together; returns self."""
+        self._check_params()
+        X = self._check_X(X)
+        y = np.asarray(y)
+        if len(X) != len(y):
+            raise ValueError(f"X and y differ in length: {len(X)} rows and {len(y)} labels")
+        threads = torch.get_num_threads()
+        if self.n_threads is not None:
+            torch.set_num_threads(int(self.n_threads))
+        try:
+            self._fit(X, y)
+        finally:
+            torch.set_num_threads(threads)
+        return self
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        start = time.perf_counter()
+        torch.manual_seed(self.random_state)
+        generator = torch.Generator().manual_seed(self.random_state)
+        self.n_features_in_ = X.shape[1]
+        if self._classifier:
+            self.classes_, codes = np.unique(y, return_inverse=True)
+            if len(self.classes_) < 2:
+                raise ValueError(f"y must hold at least 2 classes, however: {self.classes_}")
+            targets = torch.as_tensor(codes, dtype=torch.long)
+            n_out, stratify = len(self.classes_), codes
+        else:
+            y = y.astype(np.float64)
+            self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std() or 1.0)
+            targets = torch.as_tensor((y - self.y_mean_) / self.y_scale_, dtype=torch.float32)
+            n_out, stratify = 1, None
+        train_idx, val_idx = train_test_split(
+            np.arange(len(y)),
+            test_size=self.validation_fraction,
+            random_state=self.random_state,
+            stratify=stratify,
+        )
+        self.validation_rows_ = np.sort(val_idx)
+        self.features_ = _Features(X[train_idx], self.quantile_transform, self.random_state)
+        x_num, x_cat = self.features_(X)
+        bins = None
+        if self.num_embeddings == "piecewise" and x_num is not None:
+            from rtdl_num_embeddings import compute_bins
+
+            n_bins = max(2, min(int(self.n_bins), len(train_idx) - 1))
+            bins = compute_bins(x_num[train_idx], n_bins=n_bins)
+        self.bins_ = None if bins is None else [b.numpy() for b in bins]
+        self.model_ = self._build(n_out, bins)
+        optimizer = torch.optim.AdamW(
+            self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay
+        )
+
+        def rows(t, idx):
+            return None if t is None else t[idx]
+
+        tr = torch.as_tensor(train_idx)
+        val_num, val_cat, y_val = rows(x_num, val_idx), rows(x_cat, val_idx), targets[val_idx]
+        batch = min(int(self.batch_size), len(tr))
+        best, best_state, waited = math.inf, None, 0
+        self.history_ = []
+        for _epoch in range(int(self.max_epochs)):
+            self.model_.train()
+            order = tr[torch.randperm(len(tr), generator=generator)]
+            for s in range(0, len(order) - batch + 1, batch):
+                idx = order[s : s + batch]
+                optimizer.zero_grad()
+                out = self.model_(rows(x_num, idx), rows(x_cat, idx))
+                self._loss(out, targets[idx]).backward()
+                optimizer.step()
+            self.model_.eval()
+            with torch.no_grad():
+                val = self._mean_loss(self._forward_chunks(val_num, val_cat), y_val)
+            self.history_.append(val)
+            if val < best - 1e-6:
+                best, waited = val, 0
+                best_state = {n: t.detach().clone() for n, t in self.model_.state_dict().items()}
+            else:
+                waited += 1
+            over_time = self.max_seconds is not None and (
+                time.perf_counter() - start > self.max_seconds
+            )
+            if waited >= self.patience or over_time:
+                break
+        self.model_.load_state_dict(best_state)
+        self.best_validation_loss_ = best
+        self.n_epochs_ = len(self.history_)
+
+    # ------------------------------------------------------------ predict
+    def predict_members(self, X) -> np.ndarray:
+        """Every head's prediction: ``(n_samples, k, n_outputs)`` (probabilities for
+        classifiers, values in the target's units for regressors)."""
+        if not hasattr(self, "model_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit first")
+        X = self._check_X(X)
+        self.model_.eval()
+        with torch.no_grad():
+            out = self._forward_chunks(*self.features_(X))
+        if self._classifier:
+            # softmax in float64 so that each row sums to one to numpy's tolerance
+            return torch.softmax(out.double(), dim=-1).numpy()
+        return out.double().numpy() * self.y_scale_ + self.y_mean_
+
+    def member_predictions(self, X) -> Predictions:
+        """The heads as a :class:`Predictions` (members ``head0`` ... ``head{k-1}``)."""
+        values = self.predict_members(X)
+        names = [f"head{j}" for j in range(values.shape[1])]
+        if not self._classifier:
+            return Predictions(values, names, "regression")
+        task = "binary" if len(self.classes_) == 2 else "multiclass"
+        return Predictions(values, names, task, classes=self.classes_)
+
+    # ------------------------------------------------------------ serialization hooks
+    def _fitted_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        arrays = {f"features.{k}": np.asarray(v) for k, v in self.features_.state().items()}
+        for j, b in enumerate(self.bins_ or []):
+            arrays[f"bins.{j}"] = b
+        fitted = {
+            "n_features_in": self.n_features_in_,
+            "n_bins_arrays": len(self.bins_ or []),
+            "classes": self.classes_.tolist() if self._classifier else None,
+            "y_mean": getattr(self, "y_mean_", None),
+            "y_scale": getattr(self, "y_scale_", None),
+        }
+        return fitted, arrays
+
+    def _restore(self, fitted: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.n_features_in_ = fitted["n_features_in"]
+        features = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("features.")}
+        self.features_ = _Features.from_state(features)
+        self.bins_ = [arrays[f"bins.{j}"] for j in range(fitted["n_bins_arrays"])] or None
+        n_out = 1
+        if self._classifier:
+            self.classes_ = np.asarray(fitted["classes"])
+            n_out = len(self.classes_)
+        else:
+            self.y_mean_, self.y_scale_ = fitted["y_mean"], fitted["y_scale"]
+        bins = None if self.bins_ is None else [torch.as_tensor(b) for b in self.bins_]
+        self.model_ = self._build(n_out, bins)
+
+
+class TabMClassifier(ClassifierMixin, _TabMBase):
+    """TabM classifier: k heads trained together, predicting their mean probabilities.
+
+    Parameters
+    ----------
+    k : int, default 32
+        Number of heads (implicit MLPs); each is a member of :meth:`predict_members`.
+    n_blocks, d_block, dropout, arch_type
+        The backbone, as in ``tabm.TabM.make`` (``"tabm"``, ``"tabm-mini"`` or
+        ``"tabm-packed"``).
+    num_embeddings : {None, "piecewise"}, default None
+        ``"piecewise"``: piecewise-linear embeddings of the continuous features (TabM†),
+        with ``n_bins`` quantile bins and ``d_embedding`` dimensions.
+    lr, weight_decay, batch_size, max_epochs, patience, validation_fraction
+        AdamW training; early stopping watches the mean of the heads on the validation rows
+        (their indices are kept in ``validation_rows_``: a fair place to prune heads).
+    max_seconds : float, optional
+        Stop after the epoch that crosses this training time.
+    quantile_transform : bool, default True
+        Map continuous features through a normal quantile transform (the paper's default).
+    n_threads : int, optional
+        Torch threads during ``fit`` (cross-fitting workers use one each).
+    random_state : int, default 0
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> model = TabMClassifier(k=4, d_block=32, n_blocks=2, max_epochs=3).fit(X, y)
+    >>> model.predict_members(X[:5]).shape
+    (5, 4, 2)
+    """
+
+    _classifier = True
+
+    def predict_proba(self, X) -> np.ndarray:
+        """The heads' mean probabilities, ``(n_samples, n_classes)``."""
+        return self.predict_members(X).mean(axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class TabMRegressor(RegressorMixin, _TabMBase):
+    """TabM regressor: k heads trained together on the standardised target, predicting
+    their mean (parameters as :class:`TabMClassifier`)."""
+
+    def predict(self, X) -> np.ndarray:
+        """The heads' mean prediction, ``(n_samples,)``."""
+        return self.predict_members(X)[:, :, 0].mean(axis=1)
