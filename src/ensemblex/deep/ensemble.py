@@ -1,16 +1,16 @@
-"""Deep ensembles of MLPs trained as one batched computation (scikit-learn style).
+"""Deep ensembles of MLPs or small CNNs trained as one batched computation (scikit-learn style).
 
 Each member has its own initialisation and its own batch order; training minimises the mean
 of the members' losses (not the loss of their mean), with early stopping on the ensemble's
 validation loss. ``predict_members`` returns the predictions array ``(n_samples, K,
-n_outputs)`` that every combiner, metric and cascade reads. Saved as safetensors plus a JSON
-config: loading never unpickles.
+n_outputs)`` that every combiner, metric and cascade reads. Saved as one safetensors file
+with a JSON config in its header (:mod:`ensemblex.deep.serialization`): nothing unpickled.
+
+``architecture="cnn"`` swaps the MLPs for :class:`~ensemblex.deep.cnn.BatchedCNN` members; X
+stays a 2-D array of flattened images, reshaped inside to ``image_shape`` ``(C, H, W)``.
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,12 +19,17 @@ from sklearn.model_selection import train_test_split
 from torch.nn import functional as F
 
 from ensemblex.deep.batched import BatchedMLP
+from ensemblex.deep.cnn import BatchedCNN
+from ensemblex.deep.serialization import TorchMembersMixin
 from ensemblex.predictions import Predictions
 
-FORMAT = "ensemblex-deep-ensemble"
+ARCHITECTURES = ("mlp", "cnn")
+# rows per forward pass when predicting with the CNN: its activations are
+# (rows, K * channels, H, W), which for all of MNIST at once would take gigabytes
+_CNN_CHUNK = 512
 
 
-class _DeepEnsemble(BaseEstimator):
+class _DeepEnsemble(TorchMembersMixin, BaseEstimator):
     _classifier = False
 
     def __init__(
@@ -39,6 +44,10 @@ class _DeepEnsemble(BaseEstimator):
         patience=10,
         validation_fraction=0.1,
         random_state=0,
+        architecture="mlp",
+        image_shape=(1, 28, 28),
+        channels=(16, 32),
+        n_threads=None,
     ):
         self.n_members = n_members
         self.hidden = hidden
@@ -50,6 +59,15 @@ class _DeepEnsemble(BaseEstimator):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.random_state = random_state
+        self.architecture = architecture
+        self.image_shape = image_shape
+        self.channels = channels
+        self.n_threads = n_threads
+
+    @property
+    def ensemble_size(self) -> int:
+        """How many members :meth:`predict_members` returns."""
+        return int(self.n_members)
 
     # ------------------------------------------------------------ data
     def _inputs(self, X) -> torch.Tensor:
@@ -58,7 +76,82 @@ class _DeepEnsemble(BaseEstimator):
             raise ValueError(
                 f"X must have shape (n_samples, {self.n_features_in_}), however: X.shape={X.shape}"
             )
-        return torch.from_numpy((X - self.x_mean_) / self.x_scale_)
+        inputs = torch.from_numpy((X - self.x_mean_) / self.x_scale_)
+        if self.architecture == "cnn":
+            return inputs.view(-1, *self.image_shape)  # (n, C, H, W)
+        return inputs
+
+    def _check_architecture(self, n_features: int) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture must be 'mlp' or 'cnn', however: architecture={self.architecture!r}"
+            )
+        if self.architecture != "cnn":
+            return
+        shape = self.image_shape
+        if (
+            not isinstance(shape, (tuple, list))
+            or len(shape) != 3
+            or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in shape)
+        ):
+            raise ValueError(
+                f"image_shape must be (channels, height, width) of positive ints, "
+                f"however: image_shape={shape!r}"
+            )
+        if int(np.prod(shape)) != n_features:
+            raise ValueError(
+                f"image_shape must hold n_features values (product {n_features}), however: "
+                f"image_shape={tuple(shape)} holds {int(np.prod(shape))}"
+            )
+        channels = self.channels
+        if (
+            not isinstance(channels, (tuple, list))
+            or len(channels) != 2
+            or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in channels)
+        ):
+            raise ValueError(
+                f"channels must be two positive ints (filters of the two convolutions), "
+                f"however: channels={channels!r}"
+            )
+        if min(shape[1:]) < 4:
+            raise ValueError(
+                f"image_shape needs height and width >= 4 (the CNN pools twice), however: "
+                f"image_shape={tuple(shape)}"
+            )
+
+    def _scaling(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature ``(mean, scale)`` arrays, ``(n_features,)`` each.
+
+        The MLP standardises every feature. The CNN uses one mean/std per image channel
+        (broadcast over its pixels): per-pixel scaling would distort the spatial structure that
+        convolutions share across positions, and would blow up near-constant border pixels.
+        """
+        if self.architecture == "cnn":
+            channels = X.reshape(len(X), self.image_shape[0], -1)
+            mean = channels.mean(axis=(0, 2))
+            std = channels.std(axis=(0, 2))
+            scale = np.where(std > 0, std, 1.0)
+            pixels = channels.shape[2]
+            return np.repeat(mean, pixels).astype(np.float32), np.repeat(scale, pixels).astype(
+                np.float32
+            )
+        std = X.std(axis=0)
+        return X.mean(axis=0), np.where(std > 0, std, 1.0).astype(np.float32)
+
+    def _build(self, n_out: int, seed: int = 0) -> torch.nn.Module:
+        k = int(self.n_members)
+        if self.architecture == "cnn":
+            c, h, w = (int(v) for v in self.image_shape)
+            return BatchedCNN(k, c, (h, w), n_out, seed, tuple(self.channels), self.dropout)
+        return BatchedMLP(k, self.n_features_in_, n_out, tuple(self.hidden), self.dropout, seed)
+
+    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """All members' raw outputs ``(K, n, n_out)`` for a shared input, without gradients."""
+        self.model_.eval()
+        with torch.no_grad():
+            if self.architecture != "cnn":
+                return self.model_(inputs)
+            return torch.cat([self.model_(part) for part in inputs.split(_CNN_CHUNK)], dim=1)
 
     def _targets(self, y: np.ndarray) -> torch.Tensor:
         if self._classifier:
@@ -86,6 +179,15 @@ class _DeepEnsemble(BaseEstimator):
     # ------------------------------------------------------------ fit
     def fit(self, X, y):
         """Train all members together; returns self."""
+        threads = torch.get_num_threads()
+        if self.n_threads is not None:
+            torch.set_num_threads(int(self.n_threads))
+        try:
+            return self._fit(X, y)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, X, y):
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray(y)
         if X.ndim != 2 or len(X) != len(y):
@@ -95,11 +197,11 @@ class _DeepEnsemble(BaseEstimator):
             )
         if not np.all(np.isfinite(X)):
             raise ValueError("X holds NaN or inf; impute or drop them first")
+        self._check_architecture(X.shape[1])
         torch.manual_seed(self.random_state)
         generator = torch.Generator().manual_seed(self.random_state)
         self.n_features_in_ = X.shape[1]
-        self.x_mean_ = X.mean(axis=0)
-        self.x_scale_ = np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0).astype(np.float32)
+        self.x_mean_, self.x_scale_ = self._scaling(X)
         targets = self._targets(y)
         stratify = targets.numpy() if self._classifier else None
         train_idx, val_idx = train_test_split(
@@ -108,14 +210,13 @@ class _DeepEnsemble(BaseEstimator):
             random_state=self.random_state,
             stratify=stratify,
         )
+        self.validation_rows_ = np.sort(val_idx)
         inputs = self._inputs(X)
         X_tr, y_tr = inputs[train_idx], targets[train_idx]
         X_val, y_val = inputs[val_idx], targets[val_idx]
         n_out = len(self.classes_) if self._classifier else 1
         k = int(self.n_members)
-        self.model_ = BatchedMLP(
-            k, X.shape[1], n_out, tuple(self.hidden), self.dropout, seed=self.random_state
-        )
+        self.model_ = self._build(n_out, seed=self.random_state)
         optimizer = torch.optim.AdamW(
             self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay
         )
@@ -132,9 +233,7 @@ class _DeepEnsemble(BaseEstimator):
                 loss = self._loss(self.model_(X_tr[idx]), y_tr[idx])
                 loss.backward()
                 optimizer.step()
-            self.model_.eval()
-            with torch.no_grad():
-                val = self._ensemble_loss(self.model_(X_val), y_val)
+            val = self._ensemble_loss(self._forward(X_val), y_val)
             self.history_.append(val)
             if val < best - 1e-6:
                 best, waited = val, 0
@@ -154,87 +253,80 @@ class _DeepEnsemble(BaseEstimator):
         """Every member's prediction: ``(n_samples, n_members, n_outputs)``."""
         if not hasattr(self, "model_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit first")
-        self.model_.eval()
-        with torch.no_grad():
-            out = self.model_(self._inputs(X))  # (K, n, k)
+        out = self._forward(self._inputs(X))  # (K, n, k)
         if self._classifier:
-            return torch.softmax(out, dim=-1).permute(1, 0, 2).double().numpy()
+            # softmax in float64 so that each row sums to one to numpy's tolerance
+            return torch.softmax(out.double(), dim=-1).permute(1, 0, 2).numpy()
         return (out.permute(1, 0, 2).double().numpy() * self.y_scale_) + self.y_mean_
 
     def member_predictions(self, X) -> Predictions:
         """The members as a :class:`Predictions` for combiners, metrics and cascades."""
         values = self.predict_members(X)
-        names = [f"mlp{j}" for j in range(values.shape[1])]
+        names = [f"{self.architecture}{j}" for j in range(values.shape[1])]
         if not self._classifier:
             return Predictions(values, names, "regression")
         task = "binary" if len(self.classes_) == 2 else "multiclass"
         return Predictions(values, names, task, classes=self.classes_)
 
-    # ------------------------------------------------------------ save / load
-    def save(self, path) -> Path:
-        """Save as ``model.safetensors`` and ``config.json`` in the folder ``path``."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {k: v.contiguous() for k, v in self.model_.state_dict().items()},
-            str(path / "model.safetensors"),
-        )
-        config = {
-            "format": FORMAT,
-            "estimator": type(self).__name__,
-            "params": {
-                k: list(v) if isinstance(v, tuple) else v for k, v in self.get_params().items()
-            },
+    # ------------------------------------------------------------ serialization hooks
+    def _fitted_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        fitted = {
             "n_features_in": self.n_features_in_,
-            "x_mean": self.x_mean_.tolist(),
-            "x_scale": self.x_scale_.tolist(),
             "classes": self.classes_.tolist() if self._classifier else None,
             "y_mean": getattr(self, "y_mean_", None),
             "y_scale": getattr(self, "y_scale_", None),
         }
-        (path / "config.json").write_text(json.dumps(config, indent=2))
-        return path
+        return fitted, {"x_mean": self.x_mean_, "x_scale": self.x_scale_}
 
-    @classmethod
-    def load(cls, path):
-        """Load a folder written by :meth:`save` (tensors only: nothing is unpickled)."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        config = json.loads((path / "config.json").read_text())
-        if config.get("format") != FORMAT or config.get("estimator") != cls.__name__:
-            raise ValueError(f"{path}: not a saved {cls.__name__}")
-        params = dict(config["params"])
-        params["hidden"] = tuple(params["hidden"])
-        self = cls(**params)
-        self.n_features_in_ = config["n_features_in"]
-        self.x_mean_ = np.asarray(config["x_mean"], dtype=np.float32)
-        self.x_scale_ = np.asarray(config["x_scale"], dtype=np.float32)
+    def _restore(self, fitted: dict, arrays: dict[str, np.ndarray]) -> None:
+        self._check_architecture(fitted["n_features_in"])
+        self.n_features_in_ = fitted["n_features_in"]
+        self.x_mean_ = arrays["x_mean"].astype(np.float32)
+        self.x_scale_ = arrays["x_scale"].astype(np.float32)
         n_out = 1
         if self._classifier:
-            self.classes_ = np.asarray(config["classes"])
+            self.classes_ = np.asarray(fitted["classes"])
             n_out = len(self.classes_)
         else:
-            self.y_mean_, self.y_scale_ = config["y_mean"], config["y_scale"]
-        self.model_ = BatchedMLP(
-            int(self.n_members), self.n_features_in_, n_out, tuple(self.hidden), self.dropout
-        )
-        self.model_.load_state_dict(load_file(str(path / "model.safetensors")))
-        return self
+            self.y_mean_, self.y_scale_ = fitted["y_mean"], fitted["y_scale"]
+        self.model_ = self._build(n_out)
 
 
 class DeepEnsembleClassifier(ClassifierMixin, _DeepEnsemble):
-    """A deep ensemble of MLP classifiers (see the module docstring).
+    """A deep ensemble of MLP or CNN classifiers (see the module docstring).
 
     Parameters
     ----------
     n_members : int, default 5
     hidden : tuple of int, default (256, 256)
+        Hidden layer widths of each MLP (``architecture="mlp"``).
     dropout, lr, weight_decay, batch_size, max_epochs, patience, validation_fraction
         Training settings; early stopping watches the ensemble's validation log-loss.
     random_state : int, default 0
+    architecture : {"mlp", "cnn"}, default "mlp"
+        ``"cnn"``: each member is a small CNN (:class:`~ensemblex.deep.cnn.SmallCNN`); X is
+        still ``(n_samples, C * H * W)`` flattened images, scaled by one mean/std per channel.
+    image_shape : (int, int, int), default (1, 28, 28)
+        ``(C, H, W)`` of the images, CNN only; its product must equal ``n_features``.
+    channels : (int, int), default (16, 32)
+        Filters of the CNN's two convolutions, CNN only.
+    n_threads : int, optional
+        Torch threads during ``fit`` (cross-fitting workers use one each).
+
+    Attributes
+    ----------
+    validation_rows_ : ndarray
+        Rows held out for early stopping (a fair place to fit a combiner over the members).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> X, y = load_digits(return_X_y=True)
+    >>> model = DeepEnsembleClassifier(
+    ...     n_members=2, architecture="cnn", image_shape=(1, 8, 8), channels=(4, 8), max_epochs=1
+    ... ).fit(X[:300], y[:300])
+    >>> model.predict_members(X[:3]).shape
+    (3, 2, 10)
     """
 
     _classifier = True
@@ -248,7 +340,7 @@ class DeepEnsembleClassifier(ClassifierMixin, _DeepEnsemble):
 
 
 class DeepEnsembleRegressor(RegressorMixin, _DeepEnsemble):
-    """A deep ensemble of MLP regressors (see :class:`DeepEnsembleClassifier`)."""
+    """A deep ensemble of MLP or CNN regressors (see :class:`DeepEnsembleClassifier`)."""
 
     _classifier = False
 
