@@ -68,6 +68,17 @@ def models(task: str) -> dict:
         # the paper's TabM with d_block 256 instead of 512 so that it trains in minutes on
         # a 2-core CPU (about 4x fewer FLOPs per step)
         "tabm": tabm(k=32, n_blocks=3, d_block=256, max_epochs=40, patience=8, random_state=SEED),
+        # TabM-mini with piecewise-linear embeddings (the paper's TabM†-mini), 2 blocks
+        "tabm_piecewise": tabm(
+            k=32,
+            n_blocks=2,
+            d_block=256,
+            arch_type="tabm-mini",
+            num_embeddings="piecewise",
+            max_epochs=40,
+            patience=8,
+            random_state=SEED,
+        ),
     }
 
 
@@ -90,7 +101,7 @@ def prune_heads(model, task: str, name: str, X_val, y_val, X_test, y_test) -> li
     return rows
 
 
-def run(name: str) -> dict:
+def run(name: str, labels: list[str], out: dict) -> dict:
     data = load_dataset(name)
     X = data.train.drop(columns=[data.target])
     X_test = data.test.drop(columns=[data.target])
@@ -101,8 +112,10 @@ def run(name: str) -> dict:
     if data.task != "regression":
         classes, y = np.unique(y, return_inverse=True)
         y_test = np.searchsorted(classes, y_test)
-    out = {"dataset": name, "task": data.task, "n_train": len(X), "n_test": len(X_test)}
+    out |= {"dataset": name, "task": data.task, "n_train": len(X), "n_test": len(X_test)}
     for label, model in models(data.task).items():
+        if label not in labels:
+            continue
         start = time.perf_counter()
         model.fit(X, y)
         seconds = time.perf_counter() - start
@@ -111,23 +124,23 @@ def run(name: str) -> dict:
             "epochs": len(model.history_),
         }
         print(name, label, out[label], flush=True)
-        if label == "tabm":
+        if label.startswith("tabm"):
             rows = model.validation_rows_
-            out["tabm_heads"] = prune_heads(
+            out[f"{label}_heads"] = prune_heads(
                 model, data.task, name, X[rows], y[rows], X_test, y_test
             )
-            for r in out["tabm_heads"]:
+            for r in out[f"{label}_heads"]:
                 print("   ", r, flush=True)
     return out
 
 
-def main(names: list[str]) -> None:
+def main(names: list[str], labels: list[str]) -> None:
     # BENCH_THREADS=1 keeps a busy machine from oversubscribing its cores
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     print(f"torch threads: {torch.get_num_threads()}")
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for name in names:
-        results[name] = run(name)
+        results[name] = run(name, labels, results.get(name, {}))
         RESULTS.parent.mkdir(exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2))
     print_table(results)
@@ -138,24 +151,34 @@ def print_table(results: dict) -> None:
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
         key = "rmse" if r["task"] == "regression" else "accuracy"
-        for label in ("mlp", "mlp_ensemble5", "tabm"):
+        for label in MODELS:
+            if label not in r:
+                continue
             m = r[label]
             extra = f" (log-loss {m['log_loss']:.4f})" if "log_loss" in m else ""
-            paper = f"{PAPER[name]:.4f}" if label == "tabm" else ""
+            paper = f"{PAPER[name]:.4f}" if label.startswith("tabm") else ""
             print(
                 f"| {name} | {label} | {key} {m[key]:.4f}{extra} | {paper} | "
                 f"{m['train_seconds']:.0f} | {m['epochs']} |"
             )
-    print("\n| dataset | greedy iterations | heads kept | test score | all 32 heads |")
-    print("|---|---|---|---|---|")
+    print("\n| dataset | model | greedy iterations | heads kept | test score | all 32 heads |")
+    print("|---|---|---|---|---|---|")
     for name, r in results.items():
         key = "rmse" if r["task"] == "regression" else "accuracy"
-        for h in r.get("tabm_heads", []):
-            print(
-                f"| {name} | {h['n_iterations']} | {h['heads_kept']} | {key} {h[key]:.4f} | "
-                f"{r['tabm'][key]:.4f} |"
-            )
+        for label in ("tabm", "tabm_piecewise"):
+            for h in r.get(f"{label}_heads", []):
+                print(
+                    f"| {name} | {label} | {h['n_iterations']} | {h['heads_kept']} | "
+                    f"{key} {h[key]:.4f} | {r[label][key]:.4f} |"
+                )
 
+
+MODELS = ("mlp", "mlp_ensemble5", "tabm", "tabm_piecewise")
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["churn", "california", "adult"])
+    # arguments: dataset names and/or model labels (default: all of each)
+    args = sys.argv[1:]
+    main(
+        [a for a in args if a not in MODELS] or ["churn", "california", "adult"],
+        [a for a in args if a in MODELS] or list(MODELS),
+    )
