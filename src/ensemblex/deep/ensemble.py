@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
 from torch.nn import functional as F
 
+from ensemblex.deep.base import DeepMembersBase, MeanClassifierMixin, MeanRegressorMixin
 from ensemblex.deep.batched import BatchedMLP
 from ensemblex.deep.cnn import BatchedCNN
-from ensemblex.deep.serialization import TorchMembersMixin
-from ensemblex.predictions import Predictions
 
 ARCHITECTURES = ("mlp", "cnn")
 # rows per forward pass when predicting with the CNN: its activations are
@@ -29,9 +27,7 @@ ARCHITECTURES = ("mlp", "cnn")
 _CNN_CHUNK = 512
 
 
-class _DeepEnsemble(TorchMembersMixin, BaseEstimator):
-    _classifier = False
-
+class _DeepEnsemble(DeepMembersBase):
     def __init__(
         self,
         n_members=5,
@@ -63,6 +59,10 @@ class _DeepEnsemble(TorchMembersMixin, BaseEstimator):
         self.image_shape = image_shape
         self.channels = channels
         self.n_threads = n_threads
+
+    @property
+    def _member_prefix(self) -> str:  # members are named mlp0, mlp1, ... or cnn0, ...
+        return self.architecture
 
     @property
     def ensemble_size(self) -> int:
@@ -177,16 +177,6 @@ class _DeepEnsemble(TorchMembersMixin, BaseEstimator):
         return float(F.mse_loss(out[..., 0].mean(dim=0), y))
 
     # ------------------------------------------------------------ fit
-    def fit(self, X, y):
-        """Train all members together; returns self."""
-        threads = torch.get_num_threads()
-        if self.n_threads is not None:
-            torch.set_num_threads(int(self.n_threads))
-        try:
-            return self._fit(X, y)
-        finally:
-            torch.set_num_threads(threads)
-
     def _fit(self, X, y):
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray(y)
@@ -259,15 +249,6 @@ class _DeepEnsemble(TorchMembersMixin, BaseEstimator):
             return torch.softmax(out.double(), dim=-1).permute(1, 0, 2).numpy()
         return (out.permute(1, 0, 2).double().numpy() * self.y_scale_) + self.y_mean_
 
-    def member_predictions(self, X) -> Predictions:
-        """The members as a :class:`Predictions` for combiners, metrics and cascades."""
-        values = self.predict_members(X)
-        names = [f"{self.architecture}{j}" for j in range(values.shape[1])]
-        if not self._classifier:
-            return Predictions(values, names, "regression")
-        task = "binary" if len(self.classes_) == 2 else "multiclass"
-        return Predictions(values, names, task, classes=self.classes_)
-
     # ------------------------------------------------------------ serialization hooks
     def _fitted_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         fitted = {
@@ -292,7 +273,7 @@ class _DeepEnsemble(TorchMembersMixin, BaseEstimator):
         self.model_ = self._build(n_out)
 
 
-class DeepEnsembleClassifier(ClassifierMixin, _DeepEnsemble):
+class DeepEnsembleClassifier(MeanClassifierMixin, _DeepEnsemble):
     """A deep ensemble of MLP or CNN classifiers (see the module docstring).
 
     Parameters
@@ -329,21 +310,6 @@ class DeepEnsembleClassifier(ClassifierMixin, _DeepEnsemble):
     (3, 2, 10)
     """
 
-    _classifier = True
 
-    def predict_proba(self, X) -> np.ndarray:
-        """The members' mean probabilities, (n_samples, n_classes)."""
-        return self.predict_members(X).mean(axis=1)
-
-    def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
-
-
-class DeepEnsembleRegressor(RegressorMixin, _DeepEnsemble):
+class DeepEnsembleRegressor(MeanRegressorMixin, _DeepEnsemble):
     """A deep ensemble of MLP or CNN regressors (see :class:`DeepEnsembleClassifier`)."""
-
-    _classifier = False
-
-    def predict(self, X) -> np.ndarray:
-        """The members' mean prediction, (n_samples,)."""
-        return self.predict_members(X)[:, :, 0].mean(axis=1)

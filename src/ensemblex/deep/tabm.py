@@ -17,13 +17,11 @@ import time
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import QuantileTransformer
 from torch.nn import functional as F
 
-from ensemblex.deep.serialization import TorchMembersMixin
-from ensemblex.predictions import Predictions
+from ensemblex.deep.base import DeepMembersBase, MeanClassifierMixin, MeanRegressorMixin
 
 _ARCH_TYPES = ("tabm", "tabm-mini", "tabm-packed")
 _EMBEDDINGS = (None, "piecewise")
@@ -99,8 +97,8 @@ class _Features:
 
 
 # ---------------------------------------------------------------- estimator
-class _TabMBase(TorchMembersMixin, BaseEstimator):
-    _classifier = False
+class _TabMBase(DeepMembersBase):
+    _member_prefix = "head"
 
     def __init__(
         self,
@@ -224,23 +222,12 @@ class _TabMBase(TorchMembersMixin, BaseEstimator):
         return torch.cat(parts)
 
     # ------------------------------------------------------------ fit
-    def fit(self, X, y):
-        """Train the k heads together; returns self."""
+    def _fit(self, X, y) -> None:
         self._check_params()
         X = self._check_X(X)
         y = np.asarray(y)
         if len(X) != len(y):
             raise ValueError(f"X and y differ in length: {len(X)} rows and {len(y)} labels")
-        threads = torch.get_num_threads()
-        if self.n_threads is not None:
-            torch.set_num_threads(int(self.n_threads))
-        try:
-            self._fit(X, y)
-        finally:
-            torch.set_num_threads(threads)
-        return self
-
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         start = time.perf_counter()
         torch.manual_seed(self.random_state)
         generator = torch.Generator().manual_seed(self.random_state)
@@ -327,15 +314,6 @@ class _TabMBase(TorchMembersMixin, BaseEstimator):
             return torch.softmax(out.double(), dim=-1).numpy()
         return out.double().numpy() * self.y_scale_ + self.y_mean_
 
-    def member_predictions(self, X) -> Predictions:
-        """The heads as a :class:`Predictions` (members ``head0`` ... ``head{k-1}``)."""
-        values = self.predict_members(X)
-        names = [f"head{j}" for j in range(values.shape[1])]
-        if not self._classifier:
-            return Predictions(values, names, "regression")
-        task = "binary" if len(self.classes_) == 2 else "multiclass"
-        return Predictions(values, names, task, classes=self.classes_)
-
     # ------------------------------------------------------------ serialization hooks
     def _fitted_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         arrays = {f"features.{k}": np.asarray(v) for k, v in self.features_.state().items()}
@@ -365,7 +343,7 @@ class _TabMBase(TorchMembersMixin, BaseEstimator):
         self.model_ = self._build(n_out, bins)
 
 
-class TabMClassifier(ClassifierMixin, _TabMBase):
+class TabMClassifier(MeanClassifierMixin, _TabMBase):
     """TabM classifier: k heads trained together, predicting their mean probabilities.
 
     Parameters
@@ -398,20 +376,7 @@ class TabMClassifier(ClassifierMixin, _TabMBase):
     (5, 4, 2)
     """
 
-    _classifier = True
 
-    def predict_proba(self, X) -> np.ndarray:
-        """The heads' mean probabilities, ``(n_samples, n_classes)``."""
-        return self.predict_members(X).mean(axis=1)
-
-    def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
-
-
-class TabMRegressor(RegressorMixin, _TabMBase):
+class TabMRegressor(MeanRegressorMixin, _TabMBase):
     """TabM regressor: k heads trained together on the standardised target, predicting
     their mean (parameters as :class:`TabMClassifier`)."""
-
-    def predict(self, X) -> np.ndarray:
-        """The heads' mean prediction, ``(n_samples,)``."""
-        return self.predict_members(X)[:, :, 0].mean(axis=1)

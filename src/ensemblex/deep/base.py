@@ -1,0 +1,67 @@
+"""What every deep estimator shares: members out, their mean as the prediction, threads.
+
+A deep estimator defines ``predict_members(X) -> (n_samples, n_members, n_outputs)``
+(probabilities for classifiers), ``_fit(X, y)`` and the serialization hooks of
+:class:`~ensemblex.deep.serialization.TorchMembersMixin`; this module turns that into the
+scikit-learn contract.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+from ensemblex.deep.serialization import TorchMembersMixin
+from ensemblex.predictions import Predictions
+
+
+class DeepMembersBase(TorchMembersMixin, BaseEstimator):
+    """Base of the deep estimators: ``fit`` with ``n_threads``, ``member_predictions``."""
+
+    _classifier = False
+    _member_prefix = "member"
+
+    def fit(self, X, y):
+        """Train every member together; returns self."""
+        threads = torch.get_num_threads()
+        if self.n_threads is not None:
+            torch.set_num_threads(int(self.n_threads))
+        try:
+            self._fit(X, y)
+        finally:
+            torch.set_num_threads(threads)
+        return self
+
+    def member_predictions(self, X) -> Predictions:
+        """The members as a :class:`Predictions` for combiners, metrics and cascades."""
+        values = self.predict_members(X)
+        names = [f"{self._member_prefix}{j}" for j in range(values.shape[1])]
+        if not self._classifier:
+            return Predictions(values, names, "regression")
+        task = "binary" if len(self.classes_) == 2 else "multiclass"
+        return Predictions(values, names, task, classes=self.classes_)
+
+
+class MeanClassifierMixin(ClassifierMixin):
+    """Predicts the members' mean probabilities."""
+
+    _classifier = True
+
+    def predict_proba(self, X) -> np.ndarray:
+        """The members' mean probabilities, ``(n_samples, n_classes)``."""
+        return self.predict_members(X).mean(axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        """The class of highest mean probability, ``(n_samples,)``."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class MeanRegressorMixin(RegressorMixin):
+    """Predicts the members' mean."""
+
+    _classifier = False
+
+    def predict(self, X) -> np.ndarray:
+        """The members' mean prediction, ``(n_samples,)``."""
+        return self.predict_members(X)[:, :, 0].mean(axis=1)
