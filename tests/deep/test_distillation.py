@@ -12,15 +12,6 @@ from ensemblex.deep import BatchedMLP
 from ensemblex.deep.distillation import distill, flops_per_sample, share_of_gain_kept
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny networks on a shared 2-core machine: more threads only add contention
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _student(d_in, d_out, seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(d_in, 16), nn.ReLU(), nn.Linear(16, d_out))

@@ -15,15 +15,6 @@ from ensemblex.deep.soups import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny networks on a shared 2-core machine: more threads only add contention
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _net(seed=0, batchnorm=False):
     torch.manual_seed(seed)
     norm = nn.BatchNorm1d(32) if batchnorm else nn.Identity()

@@ -17,7 +17,12 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.nn import functional as F
 
-from ensemblex.deep.base import DeepMembersBase, MeanClassifierMixin, MeanRegressorMixin
+from ensemblex.deep.base import (
+    DeepMembersBase,
+    EarlyStopping,
+    MeanClassifierMixin,
+    MeanRegressorMixin,
+)
 from ensemblex.deep.batched import BatchedMLP
 from ensemblex.deep.cnn import BatchedCNN
 
@@ -211,8 +216,7 @@ class _DeepEnsemble(DeepMembersBase):
             self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay
         )
         batch = min(int(self.batch_size), len(X_tr))
-        best, best_state, waited = np.inf, None, 0
-        self.history_ = []
+        stopping = EarlyStopping(self.model_, self.patience)
         for _epoch in range(int(self.max_epochs)):
             self.model_.train()
             # each member draws its own batch order
@@ -223,19 +227,11 @@ class _DeepEnsemble(DeepMembersBase):
                 loss = self._loss(self.model_(X_tr[idx]), y_tr[idx])
                 loss.backward()
                 optimizer.step()
-            val = self._ensemble_loss(self._forward(X_val), y_val)
-            self.history_.append(val)
-            if val < best - 1e-6:
-                best, waited = val, 0
-                best_state = {
-                    name: t.detach().clone() for name, t in self.model_.state_dict().items()
-                }
-            else:
-                waited += 1
-                if waited >= self.patience:
-                    break
-        self.model_.load_state_dict(best_state)
-        self.best_validation_loss_ = best
+            if stopping.step(self._ensemble_loss(self._forward(X_val), y_val)):
+                break
+        stopping.restore()
+        self.history_ = stopping.history
+        self.best_validation_loss_ = stopping.best
         return self
 
     # ------------------------------------------------------------ predict

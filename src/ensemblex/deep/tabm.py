@@ -12,7 +12,6 @@ header carries the JSON config (see :mod:`ensemblex.deep.serialization`): nothin
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -21,7 +20,12 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import QuantileTransformer
 from torch.nn import functional as F
 
-from ensemblex.deep.base import DeepMembersBase, MeanClassifierMixin, MeanRegressorMixin
+from ensemblex.deep.base import (
+    DeepMembersBase,
+    EarlyStopping,
+    MeanClassifierMixin,
+    MeanRegressorMixin,
+)
 
 _ARCH_TYPES = ("tabm", "tabm-mini", "tabm-packed")
 _EMBEDDINGS = (None, "piecewise")
@@ -270,8 +274,7 @@ class _TabMBase(DeepMembersBase):
         tr = torch.as_tensor(train_idx)
         val_num, val_cat, y_val = rows(x_num, val_idx), rows(x_cat, val_idx), targets[val_idx]
         batch = min(int(self.batch_size), len(tr))
-        best, best_state, waited = math.inf, None, 0
-        self.history_ = []
+        stopping = EarlyStopping(self.model_, self.patience)
         for _epoch in range(int(self.max_epochs)):
             self.model_.train()
             order = tr[torch.randperm(len(tr), generator=generator)]
@@ -284,19 +287,14 @@ class _TabMBase(DeepMembersBase):
             self.model_.eval()
             with torch.no_grad():
                 val = self._mean_loss(self._forward_chunks(val_num, val_cat), y_val)
-            self.history_.append(val)
-            if val < best - 1e-6:
-                best, waited = val, 0
-                best_state = {n: t.detach().clone() for n, t in self.model_.state_dict().items()}
-            else:
-                waited += 1
             over_time = self.max_seconds is not None and (
                 time.perf_counter() - start > self.max_seconds
             )
-            if waited >= self.patience or over_time:
+            if stopping.step(val) or over_time:
                 break
-        self.model_.load_state_dict(best_state)
-        self.best_validation_loss_ = best
+        stopping.restore()
+        self.history_ = stopping.history
+        self.best_validation_loss_ = stopping.best
         self.n_epochs_ = len(self.history_)
 
     # ------------------------------------------------------------ predict
