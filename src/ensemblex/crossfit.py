@@ -134,7 +134,8 @@ def crossfit(
             fit_s += meta["seconds"]["fit"]
             per_row.append(meta["seconds"]["predict_per_row"])
         # members computed together (one network's heads) share its fit and predict time
-        # evenly; the seconds are keyed by member (column) name
+        # evenly; the seconds are keyed by member (column) name. A head cannot run alone at
+        # that share, so a cascade over one network's heads would undercount its cost.
         for name in names:
             seconds[name] = {
                 "fit": fit_s / len(names),

@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from ensemblex.combiners import AutoCombiner, default_candidates
 from ensemblex.combiners.persistence import combiner_state, load_combiner
 from ensemblex.crossfit import crossfit, make_splits
-from ensemblex.members.families import predict_columns
+from ensemblex.members.families import n_columns, predict_columns
 from ensemblex.members.zoo import resolve_members
 from ensemblex.metrics import get_metric
 from ensemblex.predictions import Predictions
@@ -331,6 +331,13 @@ class _Ensemble(BaseEstimator):
             ]
             for m in manifest["members"]
         ]
+        for m, folds in zip(manifest["members"], self._models):
+            for _, model in folds:
+                if n_columns(model) != len(m.get("columns", [m["name"]])):
+                    raise ValueError(
+                        f"{path}: member {m['name']!r} lists {len(m.get('columns', [1]))} "
+                        f"columns, however its model yields {n_columns(model)}"
+                    )
         self.combiner_ = load_combiner(manifest["combiner"], path / "combiner")
         self.leaderboard_ = pd.DataFrame(manifest["leaderboard"])
         self._store_root = None

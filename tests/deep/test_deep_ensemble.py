@@ -85,3 +85,16 @@ def test_bad_input(cancer):
     model = DeepEnsembleClassifier(n_members=2, hidden=(4,), max_epochs=1).fit(X_tr, y_tr)
     with pytest.raises(ValueError, match="X must have shape"):
         model.predict(X_tr[:, :3])
+
+
+def test_divergence_is_a_clear_error_and_the_global_generator_is_untouched():
+    X, y = load_diabetes(return_X_y=True)
+    with pytest.raises(ValueError, match="no epoch reached a finite validation loss"):
+        DeepEnsembleRegressor(n_members=2, hidden=(8,), lr=1e30, max_epochs=3).fit(X, y)
+    with pytest.raises(ValueError, match="max_epochs must be >= 1"):
+        DeepEnsembleRegressor(max_epochs=0).fit(X, y)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    DeepEnsembleRegressor(n_members=2, hidden=(8,), max_epochs=2, random_state=1).fit(X, y)
+    torch.testing.assert_close(torch.rand(3), expected)

@@ -45,6 +45,11 @@ class EarlyStopping:
 
     def restore(self) -> None:
         """Load the best epoch's weights back into the model."""
+        if self.state is None:
+            raise ValueError(
+                f"no epoch reached a finite validation loss (history={self.history}); "
+                "lower lr or raise max_epochs"
+            )
         self.model.load_state_dict(self.state)
 
 
@@ -60,7 +65,9 @@ class DeepMembersBase(TorchMembersMixin, BaseEstimator):
         if self.n_threads is not None:
             torch.set_num_threads(int(self.n_threads))
         try:
-            self._fit(X, y)
+            # seeded from random_state without touching the caller's global generator
+            with torch.random.fork_rng(devices=[]):
+                self._fit(X, y)
         finally:
             torch.set_num_threads(threads)
         return self

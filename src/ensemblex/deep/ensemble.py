@@ -193,6 +193,9 @@ class _DeepEnsemble(DeepMembersBase):
         if not np.all(np.isfinite(X)):
             raise ValueError("X holds NaN or inf; impute or drop them first")
         self._check_architecture(X.shape[1])
+        for name in ("n_members", "batch_size", "max_epochs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, however: {name}={getattr(self, name)}")
         torch.manual_seed(self.random_state)
         generator = torch.Generator().manual_seed(self.random_state)
         self.n_features_in_ = X.shape[1]

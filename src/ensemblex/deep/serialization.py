@@ -84,11 +84,16 @@ class TorchMembersMixin:
             raise ValueError(f"{path}: not a saved {cls.__name__} ({exc})") from None
         if config.get("format") != FORMAT or config.get("estimator") != cls.__name__:
             raise ValueError(f"{path}: not a saved {cls.__name__}")
-        params = {k: tuple(v) if isinstance(v, list) else v for k, v in config["params"].items()}
-        self = cls(**params)
-        arrays = {k[7:]: v.numpy() for k, v in tensors.items() if k.startswith("arrays.")}
-        self._restore(config["fitted"], arrays)
-        state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        self.model_.load_state_dict(state)
+        try:
+            params = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in config["params"].items()
+            }
+            self = cls(**params)
+            arrays = {k[7:]: v.numpy() for k, v in tensors.items() if k.startswith("arrays.")}
+            self._restore(config["fitted"], arrays)
+            state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+            self.model_.load_state_dict(state)
+        except (KeyError, TypeError, AttributeError, RuntimeError) as exc:
+            raise ValueError(f"{path}: a {cls.__name__} that does not load ({exc})") from None
         self.model_.eval()
         return self

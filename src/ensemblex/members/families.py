@@ -60,7 +60,8 @@ TRUSTED_SKOPS_TYPES = frozenset(
 
 def family_of(estimator) -> str:
     """The family of an estimator, from the library that defines it."""
-    if type(estimator).__name__ in TORCH_ESTIMATORS and hasattr(estimator, "predict_members"):
+    cls = type(estimator)
+    if cls.__name__ in TORCH_ESTIMATORS and cls.__module__.startswith("ensemblex.deep"):
         return "torch"
     module = type(estimator).__module__.split(".")[0]
     return {"lightgbm": "lightgbm", "xgboost": "xgboost", "catboost": "catboost"}.get(
@@ -92,12 +93,12 @@ def limit_threads(estimator, n_threads: int = 1):
 
 def n_columns(model) -> int:
     """How many members (columns of the predictions array) one model yields."""
-    return int(getattr(model, "ensemble_size", 1))
+    return int(model.ensemble_size) if family_of(model) == "torch" else 1
 
 
 def predict_columns(model, X: np.ndarray, task: str) -> np.ndarray:
     """Predictions ``(n_samples, n_columns(model), n_outputs)``: one slice per member."""
-    if hasattr(model, "predict_members"):
+    if family_of(model) == "torch":
         return np.asarray(model.predict_members(X), dtype=np.float64)
     return predict_outputs(model, X, task)[:, None, :]
 
@@ -195,7 +196,7 @@ def load_torch(path: Path):
             config = json.loads((fh.metadata() or {}).get("config", "{}"))
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
-    name = config.get("estimator")
+    name = config.get("estimator") if isinstance(config, dict) else None
     if name not in TORCH_ESTIMATORS:
         raise ValueError(f"{path}: estimator must be one of {TORCH_ESTIMATORS}, however: {name!r}")
     return getattr(deep, name).load(path)

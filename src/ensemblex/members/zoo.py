@@ -203,7 +203,8 @@ def zoo(name: str, task: str, random_state: int = 0) -> list[MemberSpec]:
 
 
 def deep_members(task: str, random_state: int = 0) -> list[MemberSpec]:
-    """A deep ensemble of 5 MLPs and TabM, sized to train in minutes on a CPU."""
+    """A deep ensemble of 5 MLPs and TabM (``d_block`` 256, at most 60 epochs): on the bundled
+    churn table, 5 folds take about 20 minutes on one CPU core, mostly TabM."""
     try:
         from ensemblex.deep import (
             DeepEnsembleClassifier,
