@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -266,8 +266,9 @@ def stacked_predictions(
 ) -> np.ndarray:
     """Evaluate many weight sets of one architecture as one vectorised computation.
 
-    The state dicts are stacked with :func:`torch.func.stack_module_state` and the module
-    runs once per row batch under :func:`torch.func.vmap` over the members (eval mode).
+    The state dicts' tensors are stacked along a new first axis (the layout of
+    :func:`torch.func.stack_module_state`) and the module runs once per row batch under
+    :func:`torch.func.vmap` over the members (eval mode).
 
     Parameters
     ----------
@@ -289,13 +290,16 @@ def stacked_predictions(
     check_task(task)
     check_state_dicts(state_dicts, "state_dicts")
     _check_fits(module, state_dicts[0], "state_dicts[0]")
-    members = []
-    for sd in state_dicts:
-        copy_ = copy.deepcopy(module)
-        copy_.load_state_dict(sd)
-        members.append(copy_.eval())
-    params, buffers = stack_module_state(members)
-    del members
+    # the members' tensors stacked along a new first axis, as stack_module_state would give,
+    # without building a module per member
+    params = {
+        name: torch.stack([sd[name].detach() for sd in state_dicts])
+        for name, _ in module.named_parameters()
+    }
+    buffers = {
+        name: torch.stack([sd[name].detach() for sd in state_dicts])
+        for name, _ in module.named_buffers()
+    }
     # the template only lends its forward(); its weights never run, so it can live on meta
     template = copy.deepcopy(module).to("meta").eval()
 

@@ -92,8 +92,8 @@ def uniform_soup(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> StateDict
     for key, first in state_dicts[0].items():
         if first.is_floating_point() or first.is_complex():
             # accumulate in float64 so a soup of many ingredients loses no precision
-            total = sum(sd[key].detach().double() for sd in state_dicts)
-            soup[key] = (total / len(state_dicts)).to(first.dtype)
+            stacked = torch.stack([sd[key].detach().double() for sd in state_dicts])
+            soup[key] = stacked.mean(dim=0).to(first.dtype)
         else:
             soup[key] = first.detach().clone()
     return soup
