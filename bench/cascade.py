@@ -93,12 +93,10 @@ def run_dataset(name: str) -> dict:
 def flops_per_member(model) -> float:
     """FLOPs of one member's forward pass on one sample (the batched net counts all K)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model.model_(torch.zeros(1, model.n_features_in_))
-    return counter.get_total_flops() / model.model_.k
+    from ensemblex.deep import flops_per_sample
+
+    return flops_per_sample(model.model_, torch.zeros(1, model.n_features_in_)) / model.model_.k
 
 
 def mnist_deep_row() -> dict:

@@ -8,8 +8,15 @@ on CPU with torch's default number of threads.
 The limit is one ``torch.mm`` with the FLOPs of the whole ensemble's forward pass for the batch
 (FLOPs = 2 * B * K * sum(d_in * d_out) over layers, checked against ``FlopCounterMode``), of
 cubic shape n x n x n so that it is compute-bound, its time scaled to the exact FLOP count;
-fraction = limit time / time. "naive" is BatchedMLP's layer-by-layer (training) path under
+fraction = limit time / time. "reading the weights" is one ``torch.sum`` over all the members'
+parameters (one flat float32 copy): a floor for any call that must read every weight once.
+"naive" is BatchedMLP's layer-by-layer (training) path under
 no_grad, the batched matmul without tiling.
+
+Timing: rounds in which every candidate and the limit's ``torch.mm`` run once each (41 rounds,
+5 at B = 4,096), so one round's calls share the machine's noise; times are medians over
+rounds, and the speedup is the median of the rounds' own ratios, with its quartiles (on this
+shared 2-core machine torchensemble's Python loop varies by up to 1.5x from run to run).
 
 Run: ``.venv/bin/python bench/deep_inference.py``; writes ``bench/results/deep_inference.json``.
 """
@@ -20,6 +27,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 
@@ -88,8 +96,9 @@ def flops(k: int, hidden: tuple[int, ...], b: int) -> int:
     return 2 * b * k * sum(a * c for a, c in pairwise(sizes))
 
 
-def time_all(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call; the candidates interleave so they share the machine's noise."""
+def time_all(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each candidate, ``repeats`` rounds; the candidates interleave within
+    a round so that round ``i`` of each shares the machine's noise (paired ratios)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -99,15 +108,19 @@ def time_all(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
 
 
-def gemm_limit(n_flops: int, repeats: int) -> tuple[float, int]:
-    """Seconds for ``n_flops`` at the speed of one compute-bound cubic ``torch.mm``."""
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, median, q3 = statistics.quantiles(values, n=4)
+    return q1, median, q3
+
+
+def cubic_mm(n_flops: int) -> tuple[Callable[[], torch.Tensor], float, int]:
+    """One compute-bound cubic ``torch.mm`` and the factor that scales its time to ``n_flops``."""
     n = max(64, round((n_flops / 2) ** (1 / 3)))
     a, b = torch.randn(n, n), torch.randn(n, n)
-    seconds = time_all({"mm": lambda: torch.mm(a, b)}, repeats)["mm"]
-    return seconds * n_flops / (2 * n**3), n
+    return (lambda: torch.mm(a, b)), n_flops / (2 * n**3), n
 
 
 def main() -> None:
@@ -137,17 +150,27 @@ def main() -> None:
         )
         for b in BATCHES:
             x = torch.randn(b, D_IN)
-            repeats = 3 if b == 4096 else 15
+            repeats = 5 if b == 4096 else 41
+            mm, scale, n = cubic_mm(flops(k, hidden, b))
+            weights = torch.cat([p.detach().flatten() for p in batched.parameters()])
             with torch.inference_mode():
-                t = time_all(
+                times = time_all(
                     {
                         "torchensemble": lambda x=x, m=voting: m(x),
                         "ensemblex": lambda x=x, m=batched: m.infer(x, reduce="softmax_mean"),
                         "naive": lambda x=x, m=batched: naive(m, x),
+                        "gemm_limit": mm,
+                        "read_weights": lambda w=weights: w.sum(),
                     },
                     repeats,
                 )
-                limit, n = gemm_limit(flops(k, hidden, b), repeats)
+            times["gemm_limit"] = [s * scale for s in times["gemm_limit"]]
+            t = {name: statistics.median(ts) for name, ts in times.items()}
+            limit = t.pop("gemm_limit")
+            read = t.pop("read_weights")
+            # the speedup of each round (same noise for both), then their median and quartiles
+            ratios = [a / c for a, c in zip(times["torchensemble"], times["ensemblex"])]
+            q1, speedup, q3 = quartiles(ratios)
             row = {
                 "k": k,
                 "hidden": list(hidden),
@@ -155,26 +178,32 @@ def main() -> None:
                 "threads": threads,
                 "flops": flops(k, hidden, b),
                 "gemm_n": n,
-                "seconds": {**t, "gemm_limit": limit},
+                "repeats": repeats,
+                "seconds": {**t, "gemm_limit": limit, "read_weights": read},
+                "weights_mb": weights.numel() * 4 / 1e6,
                 "rows_per_s": {name: b / s for name, s in t.items()},
-                "speedup_vs_torchensemble": t["torchensemble"] / t["ensemblex"],
+                "speedup_vs_torchensemble": speedup,
+                "speedup_quartiles": [q1, q3],
                 "fraction_of_limit": {name: limit / s for name, s in t.items()},
             }
             rows.append(row)
             print(
                 f"  B={b:5d}  torchensemble {t['torchensemble'] * 1e3:9.3f} ms  "
                 f"ensemblex {t['ensemblex'] * 1e3:9.3f} ms  naive {t['naive'] * 1e3:9.3f} ms  "
-                f"limit {limit * 1e3:8.3f} ms (mm n={n})",
+                f"limit {limit * 1e3:8.3f} ms (mm n={n})  reading the weights "
+                f"{read * 1e3:7.3f} ms  speedup {speedup:.2f}x "
+                f"(quartiles {q1:.2f}-{q3:.2f})",
                 flush=True,
             )
     print(
-        "\n    K hidden     B  speedup  rows/s ours  rows/s torchens  "
+        "\n    K hidden     B  speedup (quartiles)  rows/s ours  rows/s torchens  "
         "of limit: ours  torchens  naive"
     )
     for r in rows:
         print(
             f"{r['k']:5d} {len(r['hidden'])}x{r['hidden'][0]:<4d} {r['batch']:5d} "
-            f"{r['speedup_vs_torchensemble']:7.2f}x {r['rows_per_s']['ensemblex']:12.0f} "
+            f"{r['speedup_vs_torchensemble']:7.2f}x ({r['speedup_quartiles'][0]:5.2f}-"
+            f"{r['speedup_quartiles'][1]:5.2f}) {r['rows_per_s']['ensemblex']:12.0f} "
             f"{r['rows_per_s']['torchensemble']:16.0f} "
             f"{r['fraction_of_limit']['ensemblex']:15.1%} "
             f"{r['fraction_of_limit']['torchensemble']:9.1%} {r['fraction_of_limit']['naive']:6.1%}"
