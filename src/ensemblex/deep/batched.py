@@ -106,37 +106,30 @@ class BatchedMLP(nn.Module):
     # Rows per tile: enough for each GEMM to run near peak (a BLAS micro-kernel blocks far fewer
     # rows), few enough that many small members share a tile and its first-layer GEMM.
     TILE_ROWS = 512
-    # Up to this many rows, wide members' products are matrix-vector products bound by reading
-    # the weights: the layout as stored streams them contiguously, one batched product per
-    # layer (the tile layout's batched GEMV measured 3x slower for 32 3x512 members at one
-    # row). Small members keep the tiles, whose first-layer GEMM is faster even at one row.
+    # Up to this many rows every product is a matrix-vector product bound by reading the
+    # weights: the layout as stored streams them contiguously, in one batched product per
+    # layer (batched GEMV in the transposed tile layout measured 3.7x slower at one row).
     FEW_ROWS = 8
-
-    @property
-    def _wide(self) -> bool:
-        """Whether fewer than 4 members fit a tile of ``TILE_ROWS`` rows."""
-        width = max(layer.weight.shape[2] for layer in self.layers) + 1  # + the constant unit
-        return 4 * self.TILE_ROWS * width > self.TILE_ELEMENTS
 
     def _tiles(self, k: int, b: int) -> tuple[int, int, bool]:
         """Members and rows per tile for ``k`` members and ``b`` rows, and whether members go
         one at a time over all rows.
 
         Up to ``TILE_ROWS`` rows, then as many members as keep one layer's activations within
-        ``TILE_ELEMENTS``. Wide members go one at a time over all rows once there are at least
-        ``TILE_ROWS`` rows: their products are compute-bound whatever the tile, and fewer,
-        larger products cost less dispatch.
+        ``TILE_ELEMENTS``. Wide members (fewer than 4 fit a full tile of rows) go one at a
+        time over all rows once there are at least ``TILE_ROWS`` rows: their products are
+        compute-bound whatever the tile, and fewer, larger products cost less dispatch.
         """
-        if self._wide and b >= self.TILE_ROWS:
+        width = max(layer.weight.shape[2] for layer in self.layers)
+        if 4 * self.TILE_ROWS * width > self.TILE_ELEMENTS and b >= self.TILE_ROWS:
             return 1, b, True
-        width = max(layer.weight.shape[2] for layer in self.layers) + 1
         rows = max(1, min(b, self.TILE_ROWS))
         members = max(1, min(k, self.TILE_ELEMENTS // (rows * width)))
         return members, rows, False
 
     def _cached(self, name: str, build: Callable[[], list[torch.Tensor]]) -> list[torch.Tensor]:
-        """``build()``'s tensors, kept (not in the state dict) until the parameters change in
-        place or move."""
+        """``build()``'s tensors (copies of the parameters in another layout), kept (not in
+        the state dict) until the parameters change in place or move."""
         params = [t for layer in self.layers for t in (layer.weight, layer.bias)]
         key = tuple((t._version, t.data_ptr(), t.device, t.dtype) for t in params)
         cache = self.__dict__.setdefault("_inference_cache", {})
@@ -145,48 +138,40 @@ class BatchedMLP(nn.Module):
                 cache[name] = (key, build())
         return cache[name][1]
 
-    def _inference_weights(self) -> list[torch.Tensor]:
-        """Every layer's weights with its bias folded in, as ``(K, d_out + 1, d_in + 1)``
-        (the last layer ``(K, d_out, d_in + 1)``).
+    def _inference_weights(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every layer's weights as ``(K, d_out, d_in)`` and biases as ``(K, d_out, 1)``.
 
-        In this layout a tile's activations are ``(k, h + 1, rows)``: the first layer's output
-        for a tile of members is one GEMM of their stacked weights ``(k * (h1 + 1), d_in + 1)``
-        with the shared input's transpose, already in place for the next layer's ``bmm`` (no
-        copy), and every later product reads its operands contiguously. Column ``d_in`` holds
-        the bias and row ``d_out`` the weights of a unit that is always 1 (``[0, ..., 0, 1]``;
-        ReLU keeps it), so the next layer's bias comes out of its product too: adding biases
-        as a separate broadcast cost as much as the products of 1,000 2x32 members at 64
-        rows.
+        In this layout a tile's activations are ``(k, h, rows)``: the first layer's output
+        for a tile of members is one GEMM of their stacked weights ``(k * h1, d_in)`` with the
+        shared input's transpose, already in place for the next layer's ``baddbmm`` (no copy),
+        and every later product reads its operands contiguously.
         """
+        layers = self.layers
+        weights = self._cached("transposed", lambda: [t.weight.mT.contiguous() for t in layers])
+        biases = self._cached("transposed biases", lambda: [t.bias.mT.contiguous() for t in layers])
+        return weights, biases
 
-        def build() -> list[torch.Tensor]:
-            weights = []
-            for i, layer in enumerate(self.layers):
-                k, d_in, d_out = layer.weight.shape
-                last = i == len(self.layers) - 1
-                w = layer.weight.new_zeros(k, d_out + (0 if last else 1), d_in + 1)
-                w[:, :d_out, :d_in] = layer.weight.transpose(1, 2)
-                w[:, :d_out, d_in] = layer.bias[:, 0]
-                if not last:
-                    w[:, d_out, d_in] = 1.0
-                weights.append(w)
-            return weights
-
-        return self._cached("folded", build)
+    def _side_by_side_first_layer(self) -> list[torch.Tensor]:
+        """The first layer's weights ``(d_in, K * h1)`` (members side by side) and biases
+        ``(K * h1,)``, as the shared-input GEMM reads them."""
+        first = self.layers[0]
+        return self._cached(
+            "side by side",
+            lambda: [
+                first.weight.permute(1, 0, 2).reshape(first.weight.shape[1], -1).contiguous(),
+                first.bias.reshape(-1).contiguous(),
+            ],
+        )
 
     def _few_rows_forward(self, x: torch.Tensor) -> torch.Tensor:
         """All members over a few rows in the layout as stored; output ``(K, b, d_out)``.
-        The first layer's weights side by side, ``(d_in, K * h1)``, are cached: building them
-        on every call copied as many bytes as the call must read."""
+
+        As the training path, but the first layer's weights side by side, ``(d_in, K * h1)``,
+        are cached: building them on every call copied as many bytes as the call must read.
+        """
         first, *rest = self.layers
         if x.dim() == 2:
-            wide, bias = self._cached(
-                "side_by_side",
-                lambda: [
-                    first.weight.permute(1, 0, 2).reshape(first.weight.shape[1], -1).contiguous(),
-                    first.bias.reshape(-1).contiguous(),
-                ],
-            )
+            wide, bias = self._side_by_side_first_layer()
             h = torch.addmm(bias, x, wide).view(x.shape[0], self.k, -1).transpose(0, 1)
         else:
             h = torch.baddbmm(first.bias, x, first.weight)
@@ -204,28 +189,20 @@ class BatchedMLP(nn.Module):
                 h = h.relu_()
         return h.unsqueeze(0)
 
-    def _tile_forward(
-        self, x_ones: torch.Tensor, members: slice, rows: slice, buffers: list[torch.Tensor]
-    ) -> torch.Tensor:
-        """One tile of small members, each layer's output written into ``buffers`` (one flat
-        buffer per layer, reused by every tile: fresh multi-MiB tensors per tile cost page
-        faults). Input: the input with a column of ones, transposed: ``(d_in + 1, B)`` shared
-        or ``(K, d_in + 1, B)``. Output: ``(k, d_out, rows)`` (members, outputs, rows)."""
-        weights = self._inference_weights()
-        k_tile, n_rows = members.stop - members.start, rows.stop - rows.start
-
-        def buffer(i: int, width: int) -> torch.Tensor:
-            return buffers[i][: k_tile * width * n_rows].view(k_tile, width, n_rows)
-
-        w = weights[0][members]
-        h = buffer(0, w.shape[1])
-        if x_ones.dim() == 2:  # shared input: one GEMM for the tile's members side by side
-            torch.mm(w.reshape(-1, w.shape[2]), x_ones[:, rows], out=h.view(-1, n_rows))
+    def _tile_forward(self, x: torch.Tensor, members: slice, rows: slice) -> torch.Tensor:
+        """One tile of small members. Input ``(B, d_in)`` shared or ``(K, B, d_in)``;
+        output ``(k, d_out, rows)`` (members, outputs, rows: see :meth:`_inference_weights`)."""
+        weights, biases = self._inference_weights()
+        k_tile = members.stop - members.start
+        if x.dim() == 2:  # shared input: one GEMM for the tile's members side by side
+            w, b = weights[0][members], biases[0][members]
+            h1, d_in = w.shape[1], w.shape[2]
+            h = torch.addmm(b.reshape(-1, 1), w.reshape(-1, d_in), x[rows].T)
+            h = h.view(k_tile, h1, -1)
         else:
-            torch.bmm(w, x_ones[members, :, rows], out=h)
-        for i, w in enumerate(weights[1:], start=1):
-            h.relu_()  # the constant unit stays 1
-            h = torch.bmm(w[members], h, out=buffer(i, w.shape[1]))
+            h = torch.baddbmm(biases[0][members], weights[0][members], x[members, rows].mT)
+        for w, b in zip(weights[1:], biases[1:]):
+            h = torch.baddbmm(b[members], w[members], h.relu_())
         return h
 
     @torch.no_grad()
@@ -244,7 +221,7 @@ class BatchedMLP(nn.Module):
         k = self.k
         b = x.shape[-2]
         d_out = self.layers[-1].weight.shape[2]
-        if b <= self.FEW_ROWS and self._wide:
+        if b <= self.FEW_ROWS:
             h = self._few_rows_forward(x)  # (K, b, d_out)
             if reduce == "none":
                 return h
@@ -254,23 +231,15 @@ class BatchedMLP(nn.Module):
             out = torch.empty(k, b, d_out, dtype=x.dtype, device=x.device)
         else:  # accumulated as (d_out, B), the tiles' own layout: no transposed copies
             out = torch.zeros(d_out, b, dtype=x.dtype, device=x.device)
-        # member tiles of (nearly) equal size, at most k_tile: no small last tile
-        n_tiles = -(-k // k_tile)
-        bounds = [i * k // n_tiles for i in range(n_tiles + 1)]
-        if not wide:
-            x_ones = torch.ones(*x.shape[:-2], x.shape[-1] + 1, b, dtype=x.dtype, device=x.device)
-            x_ones[..., :-1, :] = x.mT
-            tile = -(-k // n_tiles) * min(b, b_tile)
-            buffers = [x.new_empty(tile * w.shape[1]) for w in self._inference_weights()]
         # members outer: a tile's weights stay in cache while the row tiles stream past them
-        for m0, m1 in pairwise(bounds):
-            members = slice(m0, m1)
+        for m0 in range(0, k, k_tile):
+            members = slice(m0, min(m0 + k_tile, k))
             for r0 in range(0, b, b_tile):
                 rows = slice(r0, min(r0 + b_tile, b))
                 if wide:
                     h = self._wide_member_forward(x, m0).transpose(1, 2)  # (1, d_out, b)
                 else:
-                    h = self._tile_forward(x_ones, members, rows, buffers)  # (k, d_out, rows)
+                    h = self._tile_forward(x, members, rows)  # (k, d_out, rows)
                 if reduce == "none":
                     out[members, rows] = h.transpose(1, 2)
                 else:

@@ -234,10 +234,7 @@ def flops_per_sample(module: nn.Module, x_example) -> float:
 
     Counted by :class:`torch.utils.flop_counter.FlopCounterMode` (a multiply-add counts as 2;
     matrix products and convolutions are counted, elementwise operations such as bias adds
-    and activations are not). The module runs once in eval mode with autograd on (nothing is
-    backpropagated), so a module that switches to another kernel without autograd is counted
-    on its own layers: :class:`~ensemblex.deep.BatchedMLP`'s inference folds each bias into
-    its product, which would add a row and a column to every layer's count.
+    and activations are not). The module runs in eval mode without gradients.
 
     Parameters
     ----------
@@ -254,7 +251,7 @@ def flops_per_sample(module: nn.Module, x_example) -> float:
     was_training = module.training
     module.eval()
     counter = FlopCounterMode(display=False)
-    with torch.enable_grad(), counter:
+    with torch.no_grad(), counter:
         module(x)
     module.train(was_training)
     return counter.get_total_flops() / len(x)
