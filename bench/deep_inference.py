@@ -13,10 +13,11 @@ parameters (one flat float32 copy): a floor for any call that must read every we
 "naive" is BatchedMLP's layer-by-layer (training) path under
 no_grad, the batched matmul without tiling.
 
-Timing: rounds in which every candidate and the limit's ``torch.mm`` run once each (41 rounds,
-5 at B = 4,096), so one round's calls share the machine's noise; times are medians over
-rounds, and the speedup is the median of the rounds' own ratios, with its quartiles (on this
-shared 2-core machine torchensemble's Python loop varies by up to 1.5x from run to run).
+Timing: rounds in which every candidate, the limit's ``torch.mm`` and the weights' read run
+once each, so one round's calls share the machine's noise; three passes over all cases, each
+with 21 rounds per case (2 at B = 4,096); times are medians over all rounds, and the speedup is
+the median of the rounds' own ratios, with its quartiles (on this shared 2-core machine
+torchensemble's Python loop varied by up to 1.5x between runs minutes apart).
 
 Run: ``.venv/bin/python bench/deep_inference.py``; writes ``bench/results/deep_inference.json``.
 """
@@ -42,6 +43,9 @@ from ensemblex.deep.batched import BatchedMLP
 D_IN, N_CLASSES = 64, 10
 CONFIGS = [(32, (512, 512, 512)), (1000, (32, 32))]
 BATCHES = [1, 64, 4096]
+# rounds per pass (fewer at the largest batch); passes over every case, minutes apart, so that
+# the figures pool the machine's drift as well as its noise within a pass
+ROUNDS, ROUNDS_LARGE, PASSES = 21, 2, 3
 RESULTS = Path(__file__).parent / "results" / "deep_inference.json"
 DEFAULT_THREADS = torch.get_num_threads()
 
@@ -123,35 +127,44 @@ def cubic_mm(n_flops: int) -> tuple[Callable[[], torch.Tensor], float, int]:
     return (lambda: torch.mm(a, b)), n_flops / (2 * n**3), n
 
 
+def check(k: int, hidden: tuple[int, ...], voting: VotingClassifier, batched: BatchedMLP) -> None:
+    """Both paths of ensemblex agree with torchensemble; the analytic FLOPs with the counter."""
+    with torch.inference_mode():
+        x = torch.randn(64, D_IN)
+        ref = voting(x)
+        for name, got in [
+            ("infer", batched.infer(x, reduce="softmax_mean")),
+            ("naive", naive(batched, x)),
+        ]:
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, msg=name)
+        with FlopCounterMode(display=False) as counter:
+            voting(x)
+        counted, analytic = counter.get_total_flops(), flops(k, hidden, 64)
+        assert counted == analytic, (counted, analytic)
+    print(
+        f"K={k} members of {len(hidden)} x {hidden[0]} hidden: outputs agree (1e-5); "
+        f"FLOPs at B=64 = 2*B*K*sum(d_in*d_out) = {analytic:,} (FlopCounterMode: {counted:,})"
+    )
+
+
 def main() -> None:
     # ``--threads N`` overrides torch's default (to compare when other jobs share the cores)
     if "--threads" in sys.argv:
         torch.set_num_threads(int(sys.argv[sys.argv.index("--threads") + 1]))
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, {D_IN} features, {N_CLASSES} classes")
-    rows = []
+    models = {}
     for k, hidden in CONFIGS:
-        voting, batched = build(k, hidden)
-        with torch.inference_mode():
-            x = torch.randn(64, D_IN)
-            ref = voting(x)
-            for name, got in [
-                ("infer", batched.infer(x, reduce="softmax_mean")),
-                ("naive", naive(batched, x)),
-            ]:
-                torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, msg=name)
-            with FlopCounterMode(display=False) as counter:
-                voting(x)
-            counted, analytic = counter.get_total_flops(), flops(k, hidden, 64)
-            assert counted == analytic, (counted, analytic)
-        print(
-            f"\nK={k} members of {len(hidden)} x {hidden[0]} hidden: outputs agree (1e-5); "
-            f"FLOPs at B=64 = 2*B*K*sum(d_in*d_out) = {analytic:,} (FlopCounterMode: {counted:,})"
-        )
-        for b in BATCHES:
+        models[k, hidden] = build(k, hidden)
+        check(k, hidden, *models[k, hidden])
+    cases = [(k, hidden, b) for k, hidden in CONFIGS for b in BATCHES]
+    samples: dict[tuple, dict[str, list[float]]] = {case: {} for case in cases}
+    gemm_n: dict[tuple, int] = {}
+    for i in range(PASSES):
+        for k, hidden, b in cases:
+            voting, batched = models[k, hidden]
             x = torch.randn(b, D_IN)
-            repeats = 5 if b == 4096 else 41
-            mm, scale, n = cubic_mm(flops(k, hidden, b))
+            mm, scale, gemm_n[k, hidden, b] = cubic_mm(flops(k, hidden, b))
             weights = torch.cat([p.detach().flatten() for p in batched.parameters()])
             with torch.inference_mode():
                 times = time_all(
@@ -162,39 +175,42 @@ def main() -> None:
                         "gemm_limit": mm,
                         "read_weights": lambda w=weights: w.sum(),
                     },
-                    repeats,
+                    ROUNDS_LARGE if b == max(BATCHES) else ROUNDS,
                 )
             times["gemm_limit"] = [s * scale for s in times["gemm_limit"]]
-            t = {name: statistics.median(ts) for name, ts in times.items()}
-            limit = t.pop("gemm_limit")
-            read = t.pop("read_weights")
-            # the speedup of each round (same noise for both), then their median and quartiles
-            ratios = [a / c for a, c in zip(times["torchensemble"], times["ensemblex"])]
-            q1, speedup, q3 = quartiles(ratios)
-            row = {
-                "k": k,
-                "hidden": list(hidden),
-                "batch": b,
-                "threads": threads,
-                "flops": flops(k, hidden, b),
-                "gemm_n": n,
-                "repeats": repeats,
-                "seconds": {**t, "gemm_limit": limit, "read_weights": read},
-                "weights_mb": weights.numel() * 4 / 1e6,
-                "rows_per_s": {name: b / s for name, s in t.items()},
-                "speedup_vs_torchensemble": speedup,
-                "speedup_quartiles": [q1, q3],
-                "fraction_of_limit": {name: limit / s for name, s in t.items()},
-            }
-            rows.append(row)
-            print(
-                f"  B={b:5d}  torchensemble {t['torchensemble'] * 1e3:9.3f} ms  "
-                f"ensemblex {t['ensemblex'] * 1e3:9.3f} ms  naive {t['naive'] * 1e3:9.3f} ms  "
-                f"limit {limit * 1e3:8.3f} ms (mm n={n})  reading the weights "
-                f"{read * 1e3:7.3f} ms  speedup {speedup:.2f}x "
-                f"(quartiles {q1:.2f}-{q3:.2f})",
-                flush=True,
-            )
+            for name, ts in times.items():
+                samples[k, hidden, b].setdefault(name, []).extend(ts)
+        print(f"pass {i + 1} of {PASSES} done", flush=True)
+    rows = []
+    for k, hidden, b in cases:
+        times = samples[k, hidden, b]
+        t = {name: statistics.median(ts) for name, ts in times.items()}
+        limit = t.pop("gemm_limit")
+        read = t.pop("read_weights")
+        # the speedup of each round (same noise for both), then their median and quartiles
+        ratios = [a / c for a, c in zip(times["torchensemble"], times["ensemblex"])]
+        q1, speedup, q3 = quartiles(ratios)
+        row = {
+            "k": k,
+            "hidden": list(hidden),
+            "batch": b,
+            "threads": threads,
+            "flops": flops(k, hidden, b),
+            "gemm_n": gemm_n[k, hidden, b],
+            "rounds": len(ratios),
+            "seconds": {**t, "gemm_limit": limit, "read_weights": read},
+            "weights_mb": sum(p.numel() for p in models[k, hidden][1].parameters()) * 4 / 1e6,
+            "rows_per_s": {name: b / s for name, s in t.items()},
+            "speedup_vs_torchensemble": speedup,
+            "speedup_quartiles": [q1, q3],
+            "fraction_of_limit": {name: limit / s for name, s in t.items()},
+        }
+        rows.append(row)
+        print(
+            f"K={k:5d} B={b:5d}  torchensemble {t['torchensemble'] * 1e3:9.3f} ms  "
+            f"ensemblex {t['ensemblex'] * 1e3:9.3f} ms  naive {t['naive'] * 1e3:9.3f} ms  "
+            f"limit {limit * 1e3:8.3f} ms  reading the weights {read * 1e3:7.3f} ms"
+        )
     print(
         "\n    K hidden     B  speedup (quartiles)  rows/s ours  rows/s torchens  "
         "of limit: ours  torchens  naive"
