@@ -1,3 +1,4 @@
+import gc
 import json
 import pickle
 import shutil
@@ -6,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import load_diabetes, load_wine
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.tree import DecisionTreeClassifier
 
 from ensemblex.ensemble import EnsembleClassifier, EnsembleRegressor
@@ -118,6 +119,20 @@ def test_regressor_and_multiclass_with_custom_members(tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X))
     with pytest.raises(ValueError, match="holds an EnsembleClassifier"):
         EnsembleRegressor.load(tmp_path / "clf")
+
+
+def test_temporary_fold_folder_is_removed_with_the_estimator():
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    members = [("ridge", Ridge())]
+    reg = EnsembleRegressor(members=members, cv=2, combiner="mean").fit(X, y)
+    first = reg._store_root
+    assert (first / "folds").is_dir()
+    reg.fit(X, y)  # a refit replaces the folder
+    second = reg._store_root
+    assert not first.exists() and second.is_dir()
+    del reg
+    gc.collect()
+    assert not second.exists()
 
 
 def test_same_seed_same_numbers(churn_table):

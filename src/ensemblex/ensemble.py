@@ -12,6 +12,7 @@ import json
 import shutil
 import tempfile
 import time
+import weakref
 from importlib import metadata
 from pathlib import Path
 
@@ -121,7 +122,8 @@ class _Ensemble(BaseEstimator):
         splits = make_splits(
             codes if self._classifier else y, self.task_, int(self.cv), self.random_state
         )
-        root = Path(self.work_dir) if self.work_dir else Path(tempfile.mkdtemp(prefix="ensemblex-"))
+        temporary = not self.work_dir
+        root = Path(tempfile.mkdtemp(prefix="ensemblex-")) if temporary else Path(self.work_dir)
         fingerprint = {
             "data": _frame_hash(X, y),
             "members": [[s.name, s.encoding, repr(s.estimator)] for s in specs],
@@ -159,6 +161,14 @@ class _Ensemble(BaseEstimator):
             [store.load_fold(s.name, k, self.task_) for k in range(len(splits))] for s in specs
         ]
         self._store_root = root
+        # without a work_dir the fold files (which save() copies) live in a temporary folder
+        # until this estimator is garbage-collected, refitted or the interpreter exits
+        previous = getattr(self, "_remove_temporary_folds", None)
+        if previous is not None:
+            previous()
+        self._remove_temporary_folds = (
+            weakref.finalize(self, shutil.rmtree, root, ignore_errors=True) if temporary else None
+        )
         self._families = [s.family for s in specs]
         self._model_names = [s.name for s in specs]
         self._model_columns = [s.column_names() for s in specs]
