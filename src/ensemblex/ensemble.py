@@ -440,6 +440,7 @@ class EnsembleRegressor(RegressorMixin, _Ensemble):
     ray_address : str, optional
     work_dir : path, optional
         Where finished folds are written; a rerun with the same data and settings resumes.
+        Without it, a temporary folder that is removed with the estimator (or on refit).
 
     Attributes
     ----------
