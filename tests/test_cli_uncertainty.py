@@ -3,6 +3,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
+from sklearn.metrics import mean_pinball_loss
 from typer.testing import CliRunner
 
 from ensemblex.cli import app
@@ -66,6 +68,58 @@ def test_evaluate_regression_and_gaussian_members(regression_zoo, tmp_path):
     metrics = json.loads(out.read_text())
     assert {"nll", "crps"} <= set(metrics["members"]["ensemble (mean)"])
     assert 0 < metrics["ensemble"]["interval_90"]["coverage"] <= 1
+    y = regression_zoo.y_test.astype(float)
+    for j, m in enumerate(regression_zoo.test.members):  # each member: a Gaussian's NLL
+        nll = -stats.norm.logpdf(y, means[:, j], np.sqrt(3000.0)).mean()
+        assert metrics["members"][m]["nll"] == pytest.approx(nll, rel=1e-9)
+    mixture = stats.norm.pdf(y[:, None], means, np.sqrt(3000.0)).mean(axis=1)
+    assert metrics["members"]["ensemble (mean)"]["nll"] == pytest.approx(
+        -np.log(mixture).mean(), rel=1e-9
+    )
+
+
+def test_evaluate_quantile_members(regression_zoo, tmp_path):
+    y = regression_zoo.y_test.astype(float)
+    frame = pd.DataFrame({"row": np.arange(len(y)), "label": y})
+    point = regression_zoo.test.values[:, :, 0]
+    for j, m in enumerate(regression_zoo.test.members):
+        for level, shift in (("q0.1", -40.0), ("q0.5", 0.0), ("q0.9", 40.0)):
+            frame[f"{m}:{level}"] = point[:, j] + shift
+    frame.to_csv(tmp_path / "q.csv", index=False)
+    out = tmp_path / "q.json"
+    args = ["evaluate", str(tmp_path / "q.csv"), "--target", "label", "--id", "row"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["ensemble"]["quantile_levels"] == [0.1, 0.5, 0.9]
+    for j, m in enumerate(regression_zoo.test.members):
+        ref = np.mean(
+            [
+                mean_pinball_loss(y, point[:, j] + shift, alpha=a)
+                for a, shift in ((0.1, -40.0), (0.5, 0.0), (0.9, 40.0))
+            ]
+        )
+        assert metrics["members"][m]["pinball"] == pytest.approx(ref, rel=1e-12)
+        inside = np.abs(y - point[:, j]) <= 40.0
+        assert metrics["members"][m]["interval_coverage"] == pytest.approx(inside.mean())
+
+
+def test_evaluate_refuses_one_class_and_ambiguous_tables(tmp_path):
+    one = pd.DataFrame({"label": [1, 1, 1], "a": [0.9, 0.8, 0.7]})
+    one.to_csv(tmp_path / "one.csv", index=False)
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "one.csv"), "--target", "label"])
+    assert result.exit_code == 2
+    assert "the target column 'label' has one value (1)" in " ".join(result.output.split())
+    grades = pd.DataFrame({"label": [0, 2, 1, 2], "a": [0.1, 0.9, 0.5, 0.8]})
+    grades.to_csv(tmp_path / "grades.csv", index=False)
+    args = ["evaluate", str(tmp_path / "grades.csv"), "--target", "label"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "ambiguous" in result.output
+    out = tmp_path / "grades.json"
+    result = runner.invoke(app, [*args, "--task", "regression", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rmse = np.sqrt(np.mean((grades["a"] - grades["label"]) ** 2))
+    assert json.loads(out.read_text())["members"]["a"]["rmse"] == pytest.approx(rmse)
 
 
 def test_cascade_on_a_predictions_table(multiclass_zoo, tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ensemblex import Predictions
-from ensemblex.predictions import as_predictions
+from ensemblex.predictions import as_predictions, quantile_levels, quantile_outputs
 
 
 def _proba(n=4, m=2, k=3, seed=0):
@@ -35,6 +35,48 @@ def test_two_dimensional_values_mean_one_output():
         (dict(values=np.zeros((3, 2, 1)), members=["a"], task="regression"), "1 member names"),
         (dict(values=np.zeros((3, 2, 1)), members=["a", "a"], task="regression"), "duplicate"),
         (dict(values=np.zeros((3, 1, 2)), members=["a"], task="regression"), "n_outputs=1"),
+        (
+            dict(values=np.zeros((3, 1, 2)), members=["a"], task="regression", outputs=["value"]),
+            "1 output names for n_outputs=2",
+        ),
+        (
+            dict(values=np.zeros((3, 1, 2)), members=["a"], task="regression", outputs=["m", "v"]),
+            "regression outputs must be",
+        ),
+        (
+            dict(
+                values=np.zeros((3, 1, 2)),
+                members=["a"],
+                task="regression",
+                outputs=["var", "mean"],
+            ),
+            "regression outputs must be",
+        ),
+        (
+            dict(
+                values=np.zeros((3, 1, 2)),
+                members=["a"],
+                task="regression",
+                outputs=["q0.9", "q0.1"],
+            ),
+            "increasing",
+        ),
+        (
+            dict(
+                values=np.zeros((3, 1, 2)), members=["a"], task="regression", outputs=["q0", "q0.5"]
+            ),
+            "inside \\(0, 1\\)",
+        ),
+        (
+            dict(
+                values=_proba(),
+                members=["a", "b"],
+                task="multiclass",
+                classes=list("xyz"),
+                outputs=list("xyw"),
+            ),
+            "classification outputs are the classes",
+        ),
         (dict(values=_proba(k=3), members=["a", "b"], task="binary"), "2 outputs"),
         (dict(values=_proba() * 1.1, members=["a", "b"], task="multiclass"), "summing to"),
         (dict(values=_proba() - 0.5, members=["a", "b"], task="multiclass"), "in \\[0, 1\\]"),
@@ -62,3 +104,65 @@ def test_as_predictions_reads_task_from_outputs():
     assert as_predictions(_proba()).task == "multiclass"
     with pytest.raises(ValueError, match="n_samples, n_members, n_outputs"):
         as_predictions(np.zeros((2, 3)))
+
+
+def test_gaussian_outputs():
+    rng = np.random.default_rng(0)
+    values = np.stack([rng.normal(size=(5, 3)), rng.uniform(0, 2, size=(5, 3))], axis=2)
+    values[0, 0, 1] = 0.0  # a variance of zero is allowed
+    P = Predictions(values, ["a", "b", "c"], "regression", outputs=("mean", "var"))
+    assert (P.outputs, P.output_kind, P.quantiles, P.classes) == (
+        ("mean", "var"),
+        "gaussian",
+        None,
+        None,
+    )
+    kept = P.select(["c", "a"]).take([1, 3])
+    assert kept.outputs == ("mean", "var")
+    np.testing.assert_array_equal(kept.values, values[[1, 3]][:, [2, 0]])
+    values[2, 1, 1] = -0.5
+    with pytest.raises(
+        ValueError, match="member 'b' has variance -0.5 at row 2; expected var >= 0"
+    ):
+        Predictions(values, ["a", "b", "c"], "regression", outputs=["mean", "var"])
+
+
+def test_quantile_outputs():
+    names = quantile_outputs([0.05, 0.5, 0.95])
+    assert names == ("q0.05", "q0.5", "q0.95")
+    P = Predictions(np.zeros((4, 2, 3)), ["a", "b"], "regression", outputs=names)
+    assert P.output_kind == "quantiles"
+    np.testing.assert_array_equal(P.quantiles, [0.05, 0.5, 0.95])
+    assert P.take([0]).outputs == names
+    assert quantile_levels(["q0.1", "mean"]) is None
+    assert quantile_levels(["qx"]) is None
+
+
+def test_outputs_as_one_string_is_a_type_error():
+    with pytest.raises(TypeError, match="outputs must be a sequence of names"):
+        Predictions(np.zeros((3, 1, 1)), ["a"], "regression", outputs="value")
+
+
+def test_default_outputs():
+    assert Predictions(np.zeros((3, 2, 1)), ["a", "b"], "regression").outputs == ("value",)
+    assert Predictions(np.zeros((3, 2, 1)), ["a", "b"], "regression").output_kind == "value"
+    P = Predictions(_proba(), ["a", "b"], "multiclass", classes=[3, 5, 7])
+    assert (P.outputs, P.output_kind) == (("3", "5", "7"), "probabilities")
+    named = Predictions(_proba(), ["a", "b"], "multiclass", outputs=["x", "y", "z"])
+    assert named.classes.tolist() == ["x", "y", "z"]
+
+
+def test_predictions_module_does_not_import_tables():
+    import ast
+    import inspect
+
+    import ensemblex.predictions as module
+
+    imported = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert "ensemblex.tables" not in imported
+    assert not hasattr(Predictions, "read") and not hasattr(Predictions, "from_frame")

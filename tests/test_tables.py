@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from ensemblex import Predictions
-from ensemblex.tables import from_frame, read_table, to_frame, write_frame
+from ensemblex.predictions import quantile_outputs
+from ensemblex.tables import from_frame, read_data, read_table, to_frame, write_frame
 
 
 def _wide(P: Predictions, y, target="target") -> pd.DataFrame:
@@ -64,6 +65,107 @@ def test_task_detection():
     multi = pd.DataFrame({"y": [3, 5], "m:3": [0.9, 0.2], "m:5": [0.1, 0.8]})
     P = from_frame(multi, target="y").predictions
     assert (P.task, P.classes.tolist()) == ("multiclass", [3, 5])
+    # a few whole numbers predicted by values outside [0, 1]: regression (as before)
+    counts = pd.DataFrame({"y": [1, 3, 2, 3], "m": [1.2, 2.8, 2.1, 3.3]})
+    assert from_frame(counts, target="y").predictions.task == "regression"
+    # ... by values inside [0, 1]: probabilities or values? ambiguous, pass the task
+    grades = pd.DataFrame({"y": [0, 2, 1, 2], "m": [0.1, 0.9, 0.5, 0.8]})
+    with pytest.raises(ValueError, match="oof.csv: the target column 'y' holds 3 whole numbers"):
+        from_frame(grades, target="y", source="oof.csv")
+    P = from_frame(grades, target="y", task="regression").predictions
+    np.testing.assert_array_equal(P.values[:, 0, 0], grades["m"])
+
+
+@pytest.mark.parametrize(
+    ("y", "message"),
+    [([1.5], r"has 1 row\(s\)"), ([1, 1, 1], r"has one value \(1\)")],
+)
+def test_one_row_or_one_class_is_an_error_not_regression(y, message):
+    frame = pd.DataFrame({"y": y, "a": np.linspace(0.1, 0.2, len(y))})
+    with pytest.raises(ValueError, match=f"oof.csv: the target column 'y' {message}"):
+        from_frame(frame, target="y", source="oof.csv")
+    gauss = pd.DataFrame({"y": y, "a:mean": 0.5, "a:var": 1.0})
+    with pytest.raises(ValueError, match=message):
+        from_frame(gauss, target="y", source="oof.csv")
+
+
+# ---------------------------------------------------------------- probabilistic regression
+def _gaussian(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    values = np.stack([rng.normal(size=(n, 2)), rng.uniform(0.1, 2.0, size=(n, 2))], axis=2)
+    return Predictions(values, ["a", "b"], "regression", outputs=("mean", "var"))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_gaussian_table_round_trip(tmp_path, suffix):
+    P = _gaussian()
+    frame = to_frame(P)
+    assert list(frame.columns) == ["a:mean", "a:var", "b:mean", "b:var"]
+    np.testing.assert_array_equal(frame["b:var"], P.values[:, 1, 1])
+    y = np.linspace(-1.0, 1.0, P.n_samples)
+    frame.insert(0, "y", y)
+    table = read_table(
+        write_frame(frame.iloc[:, [0, 4, 1, 3, 2]], tmp_path / f"g{suffix}"), target="y"
+    )
+    Q = table.predictions
+    assert (Q.task, Q.members, Q.outputs) == ("regression", ("b", "a"), ("mean", "var"))
+    np.testing.assert_allclose(Q.select(["a", "b"]).values, P.values, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(table.y, y)
+
+
+def test_quantile_table_sorts_levels_and_aligns_a_test_table():
+    levels = [0.1, 0.5, 0.9]
+    values = np.sort(np.random.default_rng(1).normal(size=(5, 2, 3)), axis=2)
+    P = Predictions(values, ["a", "b"], "regression", outputs=quantile_outputs(levels))
+    frame = to_frame(P)
+    assert list(frame.columns) == ["a:q0.1", "a:q0.5", "a:q0.9", "b:q0.1", "b:q0.5", "b:q0.9"]
+    shuffled = frame[["b:q0.9", "a:q0.5", "b:q0.1", "a:q0.9", "a:q0.1", "b:q0.5"]]
+    oof = from_frame(shuffled.assign(y=np.arange(5.0)), target="y").predictions
+    assert oof.outputs == ("q0.1", "q0.5", "q0.9") and oof.members == ("b", "a")
+    np.testing.assert_array_equal(oof.select(["a", "b"]).values, values)
+    test = from_frame(
+        frame, task="regression", members=list(oof.members), outputs=oof.outputs
+    ).predictions
+    np.testing.assert_array_equal(test.values, oof.values)
+    with pytest.raises(ValueError, match="member 'a' does not predict the same outputs"):
+        from_frame(frame.drop(columns="a:q0.5"), task="regression", outputs=oof.outputs)
+
+
+def test_target_labels_named_like_outputs_stay_multiclass():
+    frame = pd.DataFrame({"y": ["mean", "var"], "m:mean": [0.8, 0.3], "m:var": [0.2, 0.7]})
+    P = from_frame(frame, target="y").predictions
+    assert (P.task, P.classes.tolist()) == ("multiclass", ["mean", "var"])
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        (
+            {"a:mean": [0.1, 0.2, 0.3]},
+            "member 'a' does not predict the same outputs .*no column a:var",
+        ),
+        (
+            {"a:mean": [0.1, 0.2, 0.3], "a:var": [1.0, -1.0, 1.0]},
+            "member 'a' has variance -1 at row 1; expected var >= 0",
+        ),
+        (
+            {"a:mean": [0.1, 0.2, 0.3], "a:var": [1.0, np.nan, 1.0]},
+            "column 'a:var' has NaN or inf at row 1",
+        ),
+        (
+            {"a:mean": [0.1, 0.2, 0.3], "a:var": [1.0, 1.0, 1.0], "b": [0.1, 0.2, 0.3]},
+            "column 'b' is not named '<member>:<output>'",
+        ),
+        (
+            {"a:q0.1": [0.1, 0.2, 0.3], "a:q1.5": [1.0, 1.0, 1.0]},
+            "quantile levels must be increasing and inside",
+        ),
+    ],
+)
+def test_bad_probabilistic_tables(columns, message):
+    frame = pd.DataFrame({"y": [0.5, 1.5, 2.5], **columns})
+    with pytest.raises(ValueError, match=message):
+        from_frame(frame, target="y", source="g.csv")
 
 
 # ---------------------------------------------------------------- bad input
@@ -164,6 +266,43 @@ def test_unreadable_empty_and_missing_files(tmp_path):
     garbage.write_bytes(b"\x00\x01not parquet at all")
     with pytest.raises(ValueError, match="garbage.parquet: cannot read"):
         read_table(garbage, target="y")
+
+
+# ---------------------------------------------------------------- raw data tables
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".parquet"])
+def test_read_data(tmp_path, suffix):
+    path = tmp_path / f"data{suffix}"
+    if suffix == ".parquet":
+        pd.DataFrame({"age": [39.0, np.nan], "work": ["State-gov", None]}).to_parquet(path)
+    else:
+        text = "age,work\n39,State-gov\n?,?\n"
+        if suffix.endswith(".gz"):
+            import gzip
+
+            path.write_bytes(gzip.compress(text.encode()))
+        else:
+            path.write_text(text)
+    frame = read_data(path)
+    assert list(frame.columns) == ["age", "work"]
+    assert frame["age"].dtype == np.float64  # "?" is missing, so the column stays numeric
+    assert frame["age"].tolist()[0] == 39.0 and frame.isna().to_numpy()[1].all()
+
+
+def test_read_data_errors_name_the_file(tmp_path):
+    with pytest.raises(ValueError, match="nope.csv: no such file"):
+        read_data(tmp_path / "nope.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match="empty.csv: the file is empty"):
+        read_data(tmp_path / "empty.csv")
+    (tmp_path / "header.csv").write_text("a,b\n")
+    with pytest.raises(ValueError, match="header.csv: the table has no rows"):
+        read_data(tmp_path / "header.csv")
+    (tmp_path / "dup.csv").write_text("a,a\n1,2\n")
+    with pytest.raises(ValueError, match=r"dup.csv: duplicate column names \['a'\]"):
+        read_data(tmp_path / "dup.csv")
+    (tmp_path / "bad.csv.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match="bad.csv.gz: cannot read as a CSV or Parquet table"):
+        read_data(tmp_path / "bad.csv.gz")
 
 
 def test_write_frame_leaves_no_temp_files(tmp_path):

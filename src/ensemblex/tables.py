@@ -1,10 +1,20 @@
-"""Wide prediction tables (CSV or Parquet) to and from :class:`Predictions`.
+"""Tables on disk: raw data tables and wide prediction tables (CSV or Parquet).
 
-Layout, one row per sample:
+:func:`read_data` reads a raw data table (the rows ``run`` trains on and ``predict`` scores);
+:func:`read_table` reads a wide prediction table into :class:`Predictions`, :func:`to_frame`
+and :func:`write_frame` write one. Both readers share one file reader, so their errors agree.
 
-- regression and binary: one column per member (binary: probability of the positive class);
+Wide layout, one row per sample:
+
+- regression (a value) and binary: one column per member (binary: probability of the
+  positive class);
+- regression, a Gaussian per member: ``<member>:mean`` and ``<member>:var``;
+- regression, quantiles per member: ``<member>:q0.1``, ``<member>:q0.9``, ...;
 - multiclass: one column per member per class, named ``<member>:<class>``;
 - optionally an id column and, in out-of-fold tables, the target column.
+
+The task of a table is told by :func:`ensemblex.tasks.detect_task` (the package's one rule)
+from the target and, for one column per member, the member columns.
 """
 
 from __future__ import annotations
@@ -17,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ensemblex.predictions import Predictions
-from ensemblex.tasks import check_task
+from ensemblex.predictions import GAUSSIAN_OUTPUTS, VALUE_OUTPUTS, Predictions, quantile_levels
+from ensemblex.tasks import detect_task
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -42,35 +52,60 @@ class Table:
 
 
 # ---------------------------------------------------------------- reading
+def read_data(path) -> pd.DataFrame:
+    """Read a raw data table: CSV (optionally gzip, ``?`` read as missing) or Parquet.
+
+    Every problem with the file (missing, empty, no rows, duplicate column names,
+    unreadable) is a ``ValueError`` that names the file.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.parquet``/``.pq`` files are read as Parquet, anything else as CSV (``.gz``: gzip).
+
+    Returns
+    -------
+    DataFrame
+        At least one row.
+    """
+    return _read_frame(Path(path), na_values=["?"])
+
+
 def read_table(path, **kwargs) -> Table:
-    """Read a wide table from CSV (optionally gzip) or Parquet.
+    """Read a wide prediction table from CSV (optionally gzip) or Parquet.
 
     Keyword arguments are those of :func:`from_frame`. Every problem with the file is a
     ``ValueError`` that names the file, and the column where there is one.
     """
     path = Path(path)
+    return from_frame(_read_frame(path), source=str(path), **kwargs)
+
+
+def _read_frame(path: Path, na_values=None) -> pd.DataFrame:
+    """The one file reader: header checked for duplicate names first, then the rows."""
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
+    parquet = path.suffix.lower() in _PARQUET_SUFFIXES
     try:
-        if path.suffix.lower() in _PARQUET_SUFFIXES:
+        if parquet:
             import pyarrow.parquet as pq
 
             names = list(pq.read_schema(path).names)
         else:
-            names = pd.read_csv(path, header=None, nrows=1, dtype=str).iloc[0].tolist()
+            names = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+            names = names.iloc[0].tolist()
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: the file is empty; expected a table with a header row") from None
     except Exception as exc:  # pyarrow, parser and decoding errors all mean "unreadable"
         raise ValueError(f"{path}: cannot read as a CSV or Parquet table ({exc})") from None
     _check_unique(names, str(path))
     try:
-        if path.suffix.lower() in _PARQUET_SUFFIXES:
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path)
+        frame = pd.read_parquet(path) if parquet else pd.read_csv(path, na_values=na_values)
     except Exception as exc:
         raise ValueError(f"{path}: cannot read as a CSV or Parquet table ({exc})") from None
-    return from_frame(frame, source=str(path), **kwargs)
+    if len(frame) == 0:
+        raise ValueError(f"{path}: the table has no rows")
+    return frame
 
 
 def _check_unique(names: list, source: str) -> None:
@@ -92,6 +127,7 @@ def from_frame(
     classes=None,
     positive=None,
     members: list[str] | None = None,
+    outputs=None,
     source: str = "DataFrame",
 ) -> Table:
     """Build a :class:`Table` from a wide DataFrame.
@@ -105,16 +141,28 @@ def from_frame(
     id_col : str, optional
         Name of an id column to carry through.
     task : {"auto", "regression", "binary", "multiclass"}
-        ``"auto"`` reads multiclass from ``<member>:<class>`` names, binary from a two-valued
-        target with probabilities, and regression otherwise.
+        ``"auto"``: ``<member>:mean``/``<member>:var`` or ``<member>:q<level>`` names are
+        regression (unless the target's labels are those names), other ``<member>:<class>``
+        names multiclass; one column per member follows
+        :func:`ensemblex.tasks.detect_task` on the target and the member columns.
     classes : array-like, optional
         The classes, e.g. those of the matching out-of-fold table.
     positive : optional
         The positive class of a binary task; default the larger label in sorted order.
     members : list of str, optional
         The members expected, in order (e.g. those of the out-of-fold table).
+    outputs : sequence of str, optional
+        The regression outputs expected (e.g. ``("mean", "var")`` of the out-of-fold table);
+        default: read from the column names.
     source : str
         Name used in error messages.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"y": [1.5, 2.0], "a:mean": [1.4, 2.2], "a:var": [0.1, 0.2]})
+    >>> P = from_frame(frame, target="y").predictions
+    >>> P.task, P.outputs, P.shape
+    ('regression', ('mean', 'var'), (2, 1, 2))
     """
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"{source}: expected a pandas DataFrame, got {type(frame).__name__}")
@@ -133,11 +181,13 @@ def from_frame(
     if not columns:
         raise ValueError(f"{source}: no member columns besides the target and id columns")
     _check_numeric(frame, columns, source)
-    task = _detect_task(frame, columns, y, task, target, source)
+    task = _table_task(frame, columns, y, task, target, source)
     if y is not None:
         y = _check_target(y, task, target, source)
     if task == "multiclass":
         P = _multiclass(frame, columns, y, classes, members, source)
+    elif task == "regression" and _has_blocks(columns):
+        P = _regression_outputs(frame, columns, members, outputs, source)
     else:
         if members is not None:
             columns = _align_members(columns, members, source)
@@ -159,28 +209,41 @@ def _check_numeric(frame: pd.DataFrame, columns: list, source: str) -> None:
             )
 
 
-def _detect_task(frame, columns, y, task, target, source) -> str:
+def _has_blocks(columns: list) -> bool:
+    return any(":" in str(c) for c in columns)
+
+
+def _table_task(frame, columns, y, task, target, source) -> str:
+    """The task by the package's one rule; the column layout decides where it can."""
+    series = None if y is None else pd.Series(y, name=target)
     if task != "auto":
-        return check_task(task)
-    if any(":" in str(c) for c in columns):
-        return "multiclass"
-    if y is None:
+        if series is not None:
+            detect_task(series, task, source=source)  # an explicit task must fit the target
+        return task
+    if _has_blocks(columns):
+        task = "regression" if _is_regression_layout(columns, y) else "multiclass"
+        return task if series is None else detect_task(series, layout=task, source=source)
+    if series is None:
         raise ValueError(
             f"{source}: cannot tell the task without the target column; pass the task "
             "(regression, binary or multiclass)"
         )
-    n_classes = pd.Series(y).nunique(dropna=True)
-    numeric = pd.api.types.is_numeric_dtype(y.dtype) and not pd.api.types.is_bool_dtype(y.dtype)
-    if not numeric:
-        if n_classes == 2:
-            return "binary"
+    evidence = frame[columns].to_numpy(dtype=np.float64)
+    task = detect_task(series, "auto", predictions=evidence, source=source)
+    if task == "multiclass":
         raise ValueError(
-            f"{source}: target column {target!r} has {n_classes} classes; multiclass member "
-            "columns must be named '<member>:<class>'"
+            f"{source}: target column {target!r} has {series.nunique()} classes; multiclass "
+            "member columns must be named '<member>:<class>'"
         )
-    # A two-valued numeric target is read as binary (pass task="regression" to override), so
-    # that a probability outside [0, 1] is reported instead of silently turning regression.
-    return "binary" if n_classes == 2 else "regression"
+    return task
+
+
+def _is_regression_layout(columns: list, y) -> bool:
+    """Suffixes among ``mean``/``var``, or ``q<level>`` only, and not the target's labels."""
+    suffixes = {str(c).rpartition(":")[2] for c in columns if ":" in str(c)}
+    if not suffixes <= set(GAUSSIAN_OUTPUTS) and quantile_levels(sorted(suffixes)) is None:
+        return False
+    return y is None or not {str(v) for v in pd.unique(y)} <= suffixes
 
 
 def _check_target(y: np.ndarray, task: str, target: str, source: str) -> np.ndarray:
@@ -190,12 +253,7 @@ def _check_target(y: np.ndarray, task: str, target: str, source: str) -> np.ndar
             f"{source}: target column {target!r} is missing at row {int(np.argmax(missing))}"
         )
     if task == "regression":
-        try:
-            y = y.astype(np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{source}: target column {target!r} is not numeric; regression needs numbers"
-            ) from None
+        y = y.astype(np.float64)  # detect_task has checked that it holds numbers
         if not np.all(np.isfinite(y)):
             raise ValueError(f"{source}: target column {target!r} holds inf")
     return y
@@ -250,16 +308,57 @@ def _binary_classes(y, classes, positive, target, source) -> np.ndarray:
     return classes
 
 
-def _multiclass(frame, columns, y, classes, members, source) -> Predictions:
+def _blocks(columns: list, what: str, source: str) -> dict[str, dict[str, str]]:
+    """``{member: {suffix: column}}`` of ``<member>:<suffix>`` names."""
     blocks: dict[str, dict[str, str]] = {}
     for col in columns:
         member, sep, label = str(col).rpartition(":")
         if not sep or not member or not label:
             raise ValueError(
-                f"{source}: column {col!r} is not named '<member>:<class>' as multiclass "
-                "member columns must be"
+                f"{source}: column {col!r} is not named '<member>:<{what}>' as the other "
+                "member columns are"
             )
         blocks.setdefault(member, {})[label] = col
+    return blocks
+
+
+def _regression_outputs(frame, columns, members, outputs, source) -> Predictions:
+    """Members that predict a Gaussian (``:mean``, ``:var``) or quantiles (``:q<level>``)."""
+    blocks = _blocks(columns, "output", source)
+    names = list(blocks)
+    if members is not None:
+        names = _align_members(names, members, source)
+    if outputs is None:
+        found = list(blocks[names[0]])
+        levels = quantile_levels(found)
+        if set(found) <= set(GAUSSIAN_OUTPUTS):  # a missing one is named below
+            outputs = GAUSSIAN_OUTPUTS
+        elif levels is not None:
+            outputs = [found[i] for i in np.argsort(levels, kind="stable")]
+        else:
+            raise ValueError(
+                f"{source}: member {names[0]!r} has outputs {found}; regression member "
+                "columns are '<member>:mean' and '<member>:var', or '<member>:q<level>'"
+            )
+    outputs = [str(o) for o in outputs]
+    for name in names:
+        missing = [o for o in outputs if o not in blocks[name]]
+        extra = [o for o in blocks[name] if o not in outputs]
+        if missing or extra:
+            detail = f"no column {name}:{missing[0]}" if missing else f"extra output {extra[0]!r}"
+            raise ValueError(
+                f"{source}: member {name!r} does not predict the same outputs as the others "
+                f"({detail}); expected outputs {outputs}"
+            )
+    ordered = [blocks[name][o] for name in names for o in outputs]
+    values = frame[ordered].to_numpy(dtype=np.float64)
+    _check_column_values(values, ordered, "regression", source)
+    values = values.reshape(len(frame), len(names), len(outputs))
+    return Predictions(values, names, "regression", outputs=outputs, source=source)
+
+
+def _multiclass(frame, columns, y, classes, members, source) -> Predictions:
+    blocks = _blocks(columns, "class", source)
     names = list(blocks)
     if members is not None:
         names = _align_members(names, members, source)
@@ -312,9 +411,22 @@ def _align_members(found: list[str], expected: list[str], source: str) -> list[s
 
 # ---------------------------------------------------------------- writing
 def to_frame(P: Predictions) -> pd.DataFrame:
-    """The wide layout of ``P`` as a DataFrame (binary: positive-class column only)."""
-    if P.task == "regression":
+    """The wide layout of ``P`` as a DataFrame (binary: positive-class column only).
+
+    Examples
+    --------
+    >>> P = Predictions(np.ones((2, 1, 2)), ["a"], "regression", outputs=("mean", "var"))
+    >>> list(to_frame(P).columns)
+    ['a:mean', 'a:var']
+    """
+    if P.task == "regression" and P.outputs == VALUE_OUTPUTS:
         data = {m: P.values[:, j, 0] for j, m in enumerate(P.members)}
+    elif P.task == "regression":
+        data = {
+            f"{m}:{o}": P.values[:, j, i]
+            for j, m in enumerate(P.members)
+            for i, o in enumerate(P.outputs)
+        }
     elif P.task == "binary":
         data = {m: P.values[:, j, 1] for j, m in enumerate(P.members)}
     else:

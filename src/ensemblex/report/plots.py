@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # headless: no display is needed to draw the report
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ensemblex.metrics.calibration import expected_calibration_error, reliability_bins
 from ensemblex.predictions import Predictions
 
 
@@ -69,20 +70,31 @@ def score_vs_diversity(P: Predictions, scores: dict[str, float], metric: str) ->
     return _png(fig)
 
 
-def reliability_diagram(curves: dict[str, np.ndarray], y: np.ndarray, bins: int = 10) -> str:
-    """Top-label reliability: confidence (max probability) against accuracy, per bin."""
+def reliability_points(
+    proba: np.ndarray, y: np.ndarray, n_bins: int = 15, strategy: str = "uniform"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The diagram's points: mean confidence and accuracy of each non-empty bin.
+
+    The bins are :func:`ensemblex.metrics.calibration.reliability_bins`' (the ECE's), so the
+    diagram shows exactly the gaps the ECE averages.
+
+    Input: ``proba`` (n_samples, n_classes), ``y`` class codes (n_samples,).
+    """
+    bins = reliability_bins(proba, y, n_bins, strategy)
+    keep = bins.count > 0
+    return bins.confidence[keep], bins.accuracy[keep]
+
+
+def reliability_diagram(
+    curves: dict[str, np.ndarray], y: np.ndarray, n_bins: int = 15, strategy: str = "uniform"
+) -> str:
+    """Top-label reliability: confidence (max probability) against accuracy, per ECE bin."""
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
-    edges = np.linspace(0, 1, bins + 1)
     for label, proba in curves.items():
-        confidence = proba.max(axis=1)
-        correct = proba.argmax(axis=1) == y
-        which = np.clip(np.digitize(confidence, edges) - 1, 0, bins - 1)
-        counts = np.bincount(which, minlength=bins)
-        keep = counts > 0
-        mean_conf = np.bincount(which, confidence, bins)[keep] / counts[keep]
-        accuracy = np.bincount(which, correct.astype(float), bins)[keep] / counts[keep]
-        ax.plot(mean_conf, accuracy, marker="o", label=label)
+        confidence, accuracy = reliability_points(proba, y, n_bins, strategy)
+        ece = expected_calibration_error(proba, y, n_bins, strategy)
+        ax.plot(confidence, accuracy, marker="o", label=f"{label} (ECE {ece:.4f})")
     ax.set_xlabel("confidence (max probability)")
     ax.set_ylabel("accuracy")
     ax.set_title("Reliability on the test split")
