@@ -1,4 +1,5 @@
 import gc
+import hashlib
 import json
 import pickle
 import shutil
@@ -52,7 +53,7 @@ def test_saved_ensemble_moves_and_loads_without_unpickling(fitted_churn, tmp_pat
     loaded = EnsembleClassifier.load(tmp_path / "moved")
     np.testing.assert_array_equal(loaded.predict_proba(X_new), model.predict_proba(X_new))
     manifest = json.loads((tmp_path / "moved" / "manifest.json").read_text())
-    assert all(not p.startswith("/") for p in manifest["sha256"])
+    assert all(not p.startswith("/") for p in manifest["files"])
     assert manifest["versions"]["scikit-learn"]
     assert {m["family"] for m in manifest["members"]} == {"lightgbm", "sklearn"}
 
@@ -70,7 +71,7 @@ def test_changed_foreign_and_malicious_files_are_refused(fitted_churn, tmp_path)
     manifest_path = saved / "manifest.json"
     rel = next(
         p
-        for p in json.loads(manifest_path.read_text())["sha256"]
+        for p in json.loads(manifest_path.read_text())["files"]
         if p.endswith("preprocessor.skops")
     )
     # A pickle dropped beside the models is a file the manifest does not list.
@@ -85,19 +86,71 @@ def test_changed_foreign_and_malicious_files_are_refused(fitted_churn, tmp_path)
     (saved / rel).write_bytes(original + b"\0")
     with pytest.raises(ValueError, match="was changed since it was saved"):
         EnsembleClassifier.load(saved)
-    # An attacker who also rewrites the manifest still cannot make skops run foreign types.
-    sio.dump({"payload": Evil()}, saved / rel)
+    # An edited manifest fails its own digest.
+    (saved / rel).write_bytes(original)
     manifest = json.loads(manifest_path.read_text())
-    manifest["sha256"][rel] = sha256_file(saved / rel)
+    manifest["classes"] = manifest["classes"][::-1]
     manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="does not match manifest.sha256"):
+        EnsembleClassifier.load(saved)
+    manifest["classes"] = manifest["classes"][::-1]
+    # An attacker who also rewrites the manifest and its digest still cannot make skops run
+    # foreign types.
+    sio.dump({"payload": Evil()}, saved / rel)
+    rewrite_manifest(saved, manifest, rel)
     with pytest.raises(ValueError, match="refuses to load untrusted types"):
         EnsembleClassifier.load(saved)
     # A raw pickle under a skops name is not a skops file.
     (saved / rel).write_bytes(pickle.dumps(Evil()))
-    manifest["sha256"][rel] = sha256_file(saved / rel)
-    manifest_path.write_text(json.dumps(manifest))
+    rewrite_manifest(saved, manifest, rel)
     with pytest.raises(ValueError, match="not a readable skops file"):
         EnsembleClassifier.load(saved)
+
+
+def rewrite_manifest(saved, manifest, rel=None):
+    """What an attacker who can write the folder does: relist a file, redo the digest."""
+    if rel is not None:
+        file = saved / rel
+        manifest["files"][rel] = {"sha256": sha256_file(file), "size": file.stat().st_size}
+    text = json.dumps(manifest)
+    (saved / "manifest.json").write_text(text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    (saved / "manifest.sha256").write_text(f"{digest}  manifest.json\n")
+
+
+def test_paths_outside_the_folder_and_symlinks_are_refused(fitted_churn, tmp_path):
+    model, _ = fitted_churn
+    saved = model.save(tmp_path / "m")
+    manifest = json.loads((saved / "manifest.json").read_text())
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not yours")
+    fold = manifest["members"][0]["folds"][0]
+    for bad in ("../secret.txt", str(secret), "members/../../secret.txt"):
+        edited = json.loads(json.dumps(manifest))
+        edited["members"][0]["folds"][0] = bad
+        edited["files"][bad] = {"sha256": sha256_file(secret), "size": secret.stat().st_size}
+        rewrite_manifest(saved, edited)
+        with pytest.raises(ValueError, match="not a relative path inside the folder"):
+            EnsembleClassifier.load(saved)
+    rewrite_manifest(saved, manifest)
+    model_file = next((saved / fold).glob("model.*"))
+    target = tmp_path / "outside_model"
+    target.write_bytes(model_file.read_bytes())
+    model_file.unlink()
+    model_file.symlink_to(target)
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        EnsembleClassifier.load(saved)
+
+
+def test_saving_over_a_model_keeps_a_complete_model(fitted_churn, tmp_path):
+    model, X_new = fitted_churn
+    saved = model.save(tmp_path / "m")
+    model.save(saved)  # replaced in place
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "m"]
+    assert leftovers == []
+    np.testing.assert_array_equal(
+        EnsembleClassifier.load(saved).predict_proba(X_new), model.predict_proba(X_new)
+    )
 
 
 def test_regressor_and_multiclass_with_custom_members(tmp_path):
@@ -125,10 +178,10 @@ def test_temporary_fold_folder_is_removed_with_the_estimator():
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     members = [("ridge", Ridge())]
     reg = EnsembleRegressor(members=members, cv=2, combiner="mean").fit(X, y)
-    first = reg._store_root
+    first = reg.work_dir_
     assert (first / "folds").is_dir()
     reg.fit(X, y)  # a refit replaces the folder
-    second = reg._store_root
+    second = reg.work_dir_
     assert not first.exists() and second.is_dir()
     del reg
     gc.collect()

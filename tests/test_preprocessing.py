@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ensemblex.members.families import load_skops
+from ensemblex.members.sklearn import load_skops
 from ensemblex.preprocessing import Schema, infer_schema, make_preprocessor
 
 
@@ -59,4 +59,6 @@ def test_schema_check_names_bad_columns(table):
     wrong_dtype = "column 'income' has dtype (object|str); expected numbers"  # pandas 2 | 3
     with pytest.raises(ValueError, match=wrong_dtype):
         schema.check(table.assign(income="high"), source="new.csv")
-    assert list(schema.check(table[::-1].copy()).columns) == schema.features
+    checked = schema.check(table[::-1].copy())
+    assert list(checked.columns) == schema.features + ["customer_id", "name"]
+    assert list(schema.check(table.drop(columns="name")).columns) == [*schema.features, "customer_id"]

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from ensemblex.executors import run_tasks
-from ensemblex.members.families import fit_kwargs, limit_threads
-from ensemblex.members.zoo import MemberSpec
+from ensemblex.members.base import FoldContext, Member, load_member
 from ensemblex.predictions import Predictions
-from ensemblex.preprocessing import Schema, categorical_indices, make_preprocessor
+from ensemblex.preprocessing import Schema
 from ensemblex.store import RunStore
 
 
@@ -22,7 +22,7 @@ from ensemblex.store import RunStore
 class FoldTask:
     """One (member, fold) to fit: everything a worker process needs."""
 
-    spec: MemberSpec
+    member: Member
     fold: int
     train: np.ndarray
     valid: np.ndarray
@@ -47,37 +47,39 @@ def fit_fold(
     task_: FoldTask,
     X: pd.DataFrame,
     y: np.ndarray,
-    schema: Schema,
-    task: str,
+    context: FoldContext,
     store: RunStore,
     n_threads: int,
 ) -> str:
     """Fit one member on one fold's training rows and write it, with its held-out
     predictions, to the store. Runs in a worker process."""
-    spec = task_.spec
-    preprocessor = make_preprocessor(schema, spec.encoding)
+    member = task_.member
+    context = replace(context, n_threads=n_threads)
     start = time.perf_counter()
-    X_train = preprocessor.fit_transform(X.iloc[task_.train])
-    if spec.prefitted:  # used as it is: the fold only records its held-out predictions
-        estimator = spec.estimator
-    else:
-        estimator = limit_threads(spec.new_estimator(), n_threads)
-        categorical = categorical_indices(schema) if spec.encoding == "native" else []
-        estimator.fit(X_train, y[task_.train], **fit_kwargs(spec.family, categorical))
+    fitted = member.fit(X.iloc[task_.train], y[task_.train], context)
     fit_seconds = time.perf_counter() - start
-    X_valid = preprocessor.transform(X.iloc[task_.valid])
-    start = time.perf_counter()
-    estimator.predict(X_valid[:256])
-    predict_per_row = (time.perf_counter() - start) / min(len(X_valid), 256)
-    seconds = {"fit": fit_seconds, "predict_per_row": predict_per_row}
-    store.write_fold(
-        spec.name, task_.fold, preprocessor, estimator, spec.family, task, X_valid, seconds
-    )
-    return f"{spec.name}/fold{task_.fold}"
+    X_valid = X.iloc[task_.valid]
+
+    def write(folder: Path) -> dict:
+        # The held-out predictions come from the member as reloaded from disk, so that a
+        # resumed run and a saved ensemble see exactly the numbers a fresh run sees.
+        fitted.save(folder)
+        reloaded = load_member(folder)
+        start = time.perf_counter()
+        reloaded.predict(X_valid.iloc[:256])
+        per_row = (time.perf_counter() - start) / min(len(X_valid), 256)
+        np.save(folder / "oof.npy", reloaded.predict(X_valid), allow_pickle=False)
+        return {
+            "family": fitted.family,
+            "seconds": {"fit": fit_seconds, "predict_per_row": per_row},
+        }
+
+    store.write_fold(member.name, task_.fold, write)
+    return f"{member.name}/fold{task_.fold}"
 
 
 def crossfit(
-    specs: list[MemberSpec],
+    members: list[Member],
     X: pd.DataFrame,
     y: np.ndarray,
     schema: Schema,
@@ -93,16 +95,18 @@ def crossfit(
 ) -> tuple[Predictions, dict]:
     """Cross-fit every member; return OOF predictions and seconds per member (column).
 
-    Folds already in ``store`` are not refit. ``y`` holds class codes for classification.
+    Folds already in ``store`` (and intact) are not refit. ``X`` holds every column of the
+    table (each member reads what it needs); ``y`` holds class codes for classification.
     ``progress(label, done, total)`` is called as folds finish.
     """
     pending = [
-        FoldTask(spec, k, train, valid)
-        for spec in specs
+        FoldTask(member, k, train, valid)
+        for member in members
         for k, (train, valid) in enumerate(splits)
-        if not store.is_done(spec.name, k)
+        if not store.is_done(member.name, k)
     ]
-    total = len(specs) * len(splits)
+    context = FoldContext(task, schema, n_classes=0 if classes is None else len(classes))
+    total = len(members) * len(splits)
     done = total - len(pending)
     if progress is not None:
         progress("resumed", done, total)
@@ -111,8 +115,7 @@ def crossfit(
         pending,
         X,
         y,
-        schema,
-        task,
+        context,
         store,
         backend=backend,
         n_jobs=n_jobs,
@@ -122,14 +125,14 @@ def crossfit(
         if progress is not None:
             progress(label, done, total)
     n_outputs = 1 if task == "regression" else len(classes)
-    columns = [spec.column_names() for spec in specs]
+    columns = [member.column_names() for member in members]
     values = np.zeros((len(y), sum(map(len, columns)), n_outputs))
     seconds, costs, start = {}, [], 0
-    for spec, names in zip(specs, columns):
+    for member, names in zip(members, columns):
         fit_s, per_row = 0.0, []
         block = slice(start, start + len(names))
         for k, (_, valid) in enumerate(splits):
-            oof, meta = store.read_fold(spec.name, k)
+            oof, meta = store.read_fold(member.name, k)
             values[valid, block] = oof.reshape(len(valid), len(names), n_outputs)
             fit_s += meta["seconds"]["fit"]
             per_row.append(meta["seconds"]["predict_per_row"])

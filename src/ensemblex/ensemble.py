@@ -1,20 +1,26 @@
 """The fitted end-to-end ensemble: cross-fitted members plus a combiner; save and load.
 
 Saved format: a directory with ``manifest.json`` (package versions, task, classes, feature
-schema, members, combiner, and a SHA-256 per file, all paths relative) beside each fold's
-preprocessor (skops) and model (LightGBM text, XGBoost JSON, CatBoost cbm or skops). Loading
-checks every hash, refuses files the manifest does not list, and never unpickles.
+schema, members, combiner, and the SHA-256 and size of every other file, all paths relative),
+``manifest.sha256`` (the manifest's own digest), each fold's member folder as the member saves
+itself (:meth:`ensemblex.members.Member.save`: LightGBM text, XGBoost JSON, CatBoost cbm,
+skops, safetensors) and the combiner's state. Loading checks the manifest's digest first, then
+every file's, refuses files the manifest does not list, paths that leave the folder and
+symbolic links, and never unpickles.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
 import weakref
+from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -23,16 +29,19 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from ensemblex.combiners import AutoCombiner, default_candidates
 from ensemblex.combiners.persistence import combiner_state, load_combiner
 from ensemblex.crossfit import crossfit, make_splits
-from ensemblex.members.families import n_columns, predict_columns
+from ensemblex.members.base import Member, load_member
+from ensemblex.members.prefitted import PrefittedMember
 from ensemblex.members.zoo import resolve_members
 from ensemblex.metrics import get_metric
 from ensemblex.predictions import Predictions
 from ensemblex.preprocessing import Schema, infer_schema
-from ensemblex.store import RunStore, sha256_file, write_json_atomic
+from ensemblex.store import RunStore, sha256_file, write_text_atomic
 from ensemblex.tasks import encode_labels
 
 FORMAT = "ensemblex-ensemble"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+MANIFEST = "manifest.json"
+MANIFEST_DIGEST = "manifest.sha256"
 _PACKAGES = (
     "ensemblex",
     "numpy",
@@ -55,8 +64,38 @@ def _versions() -> dict[str, str]:
     return found
 
 
-class _Ensemble(BaseEstimator):
-    """Shared logic of :class:`EnsembleRegressor` and :class:`EnsembleClassifier`."""
+@dataclass
+class CrossFittedMember:
+    """One member of a fitted ensemble: its fold models, whose mean is its prediction.
+
+    Attributes
+    ----------
+    name : str
+    columns : list of str
+        The member's columns of the predictions array.
+    folds : list of Member
+        The fitted member of every cross-fitting fold.
+    """
+
+    name: str
+    columns: list[str]
+    folds: list[Member]
+
+    @property
+    def family(self) -> str:
+        return self.folds[0].family
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Mean of the fold members' predictions, ``(n_samples, n_columns, n_outputs)``."""
+        total = self.folds[0].predict(X)
+        for fold in self.folds[1:]:
+            total = total + fold.predict(X)
+        return total / len(self.folds)
+
+
+class Ensemble(BaseEstimator):
+    """What :class:`EnsembleRegressor` and :class:`EnsembleClassifier` share: cross-fitting,
+    the combiner, member predictions, save and load. ``Ensemble.load`` loads either."""
 
     _classifier = False
 
@@ -89,7 +128,8 @@ class _Ensemble(BaseEstimator):
         Parameters
         ----------
         X : DataFrame
-            Features; strings are categorical, ID-like columns are dropped with a warning.
+            Features; strings are categorical, ID-like columns are left out of the tabular
+            encodings with a warning (members of other families may still read them).
         y : array-like of shape (n_samples,)
         progress : callable, optional
             ``progress(label, done, total)`` as (member, fold) pairs finish.
@@ -117,8 +157,8 @@ class _Ensemble(BaseEstimator):
                 )
             codes, self.classes_, self.task_ = y.astype(np.float64), None, "regression"
         self.metric_ = get_metric(self.metric, self.task_)
-        specs = resolve_members(self.members, self.task_, self.random_state)
-        _check_prefitted_classes(specs, self.classes_)
+        members = resolve_members(self.members, self.task_, self.random_state)
+        _check_prefitted_classes(members, self.classes_)
         splits = make_splits(
             codes if self._classifier else y, self.task_, int(self.cv), self.random_state
         )
@@ -126,7 +166,7 @@ class _Ensemble(BaseEstimator):
         root = Path(tempfile.mkdtemp(prefix="ensemblex-")) if temporary else Path(self.work_dir)
         fingerprint = {
             "data": _frame_hash(X, y),
-            "members": [[s.name, s.encoding, repr(s.estimator)] for s in specs],
+            "members": [m.fingerprint() for m in members],
             "folds": int(self.cv),
             "seed": self.random_state,
             "task": self.task_,
@@ -134,8 +174,8 @@ class _Ensemble(BaseEstimator):
         store = RunStore(root, fingerprint)
         start = time.perf_counter()
         P, seconds = crossfit(
-            specs,
-            X[self.schema_.features],
+            members,
+            X,
             codes,
             self.schema_,
             self.task_,
@@ -157,21 +197,21 @@ class _Ensemble(BaseEstimator):
         start = time.perf_counter()
         self.combiner_.fit(P, labels)
         self.combiner_seconds_ = time.perf_counter() - start
-        self._models = [
-            [store.load_fold(s.name, k, self.task_) for k in range(len(splits))] for s in specs
+        self.fitted_members_ = [
+            CrossFittedMember(
+                m.name, m.column_names(), [store.load_fold(m.name, k) for k in range(len(splits))]
+            )
+            for m in members
         ]
-        self._store_root = root
-        # without a work_dir the fold files (which save() copies) live in a temporary folder
-        # until this estimator is garbage-collected, refitted or the interpreter exits
+        # without a work_dir the fold files live in a temporary folder until this estimator
+        # is garbage-collected, refitted or the interpreter exits
         previous = getattr(self, "_remove_temporary_folds", None)
         if previous is not None:
             previous()
         self._remove_temporary_folds = (
             weakref.finalize(self, shutil.rmtree, root, ignore_errors=True) if temporary else None
         )
-        self._families = [s.family for s in specs]
-        self._model_names = [s.name for s in specs]
-        self._model_columns = [s.column_names() for s in specs]
+        self.work_dir_ = root
         self.leaderboard_ = self._leaderboard(P, labels)
         return self
 
@@ -224,15 +264,7 @@ class _Ensemble(BaseEstimator):
         """Every member's predictions on new rows: the mean of its fold models."""
         self._check_fitted()
         X = self.schema_.check(_as_frame(X), source="X")
-        n_outputs = 1 if self.task_ == "regression" else len(self.classes_)
-        values = np.zeros((len(X), len(self.member_names_), n_outputs))
-        start = 0
-        for folds, columns in zip(self._models, self._model_columns):
-            block = slice(start, start + len(columns))
-            for preprocessor, model in folds:
-                values[:, block] += predict_columns(model, preprocessor.transform(X), self.task_)
-            values[:, block] /= len(folds)
-            start += len(columns)
+        values = np.concatenate([m.predict(X) for m in self.fitted_members_], axis=1)
         return Predictions(
             values,
             self.member_names_,
@@ -244,155 +276,207 @@ class _Ensemble(BaseEstimator):
     def _predict_outputs(self, X) -> np.ndarray:
         return self.combiner_.predict(self.member_predictions(X))
 
+    def prediction_frame(self, X) -> pd.DataFrame:
+        """Predictions as a table: ``prediction`` (a value or the most probable class), then
+        one probability column per class for classification."""
+        if self.classes_ is None:
+            return pd.DataFrame({"prediction": self._predict_outputs(X)[:, 0]})
+        proba = self._predict_outputs(X)
+        frame = pd.DataFrame(proba, columns=[str(c) for c in self.classes_])
+        frame.insert(0, "prediction", self.classes_[proba.argmax(axis=1)])
+        return frame
+
     def _check_fitted(self):
         if not hasattr(self, "combiner_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit or load first")
 
     # ------------------------------------------------------------ save / load
     def save(self, path) -> Path:
-        """Save to a directory (written beside, then renamed into place)."""
+        """Save to a directory: written beside it, then swapped in, so that a complete model
+        is on disk at every moment (the previous one until the new one is in place)."""
         self._check_fitted()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
         try:
-            members = []
-            for name, family, folds, columns in zip(
-                self._model_names, self._families, self._models, self._model_columns
-            ):
-                fold_files = []
-                for k in range(len(folds)):
-                    src = self._store_root / "folds" / name / f"fold{k}"
-                    done = json.loads((src / "done.json").read_text())
-                    dst = tmp / "members" / name / f"fold{k}"
-                    dst.mkdir(parents=True)
-                    for f in ("preprocessor.skops", done["model"]):
-                        shutil.copy2(src / f, dst / f)
-                    fold_files.append(
-                        {
-                            "preprocessor": f"members/{name}/fold{k}/preprocessor.skops",
-                            "model": f"members/{name}/fold{k}/{done['model']}",
-                        }
-                    )
-                members.append(
-                    {"name": name, "family": family, "columns": columns, "folds": fold_files}
-                )
-            (tmp / "combiner").mkdir()
-            state, _ = combiner_state(self.combiner_, tmp / "combiner")
-            files = sorted(p for p in tmp.rglob("*") if p.is_file())
-            manifest = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "estimator": type(self).__name__,
-                "params": {
-                    k: v
-                    for k, v in self.get_params().items()
-                    if isinstance(v, str | int | float | type(None))
-                },
-                "versions": _versions(),
-                "task": self.task_,
-                "classes": None if self.classes_ is None else [_plain(c) for c in self.classes_],
-                "metric": self.metric_.name,
-                "schema": self.schema_.to_dict(),
-                "members": members,
-                "combiner": state,
-                "leaderboard": json.loads(self.leaderboard_.to_json(orient="records")),
-                "sha256": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in files},
-            }
-            write_json_atomic(manifest, tmp / "manifest.json")
-            if path.exists():
-                shutil.rmtree(path)
-            tmp.replace(path)
+            self._write(tmp)
+            _swap_in(tmp, path)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return path
 
+    def _write(self, folder: Path) -> None:
+        members = []
+        for m in self.fitted_members_:
+            folds = []
+            for k, fold in enumerate(m.folds):
+                rel = f"members/{m.name}/fold{k}"
+                fold.save(folder / rel)
+                folds.append(rel)
+            members.append(
+                {"name": m.name, "family": m.family, "columns": m.columns, "folds": folds}
+            )
+        (folder / "combiner").mkdir()
+        state, _ = combiner_state(self.combiner_, folder / "combiner")
+        for sub in folder.rglob("*"):  # mkdtemp makes 0700 folders; files are 0644
+            if sub.is_dir():
+                sub.chmod(0o755)
+        folder.chmod(0o755)
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "estimator": type(self).__name__,
+            "params": {
+                k: v
+                for k, v in self.get_params().items()
+                if isinstance(v, str | int | float | type(None))
+            },
+            "versions": _versions(),
+            "task": self.task_,
+            "classes": None if self.classes_ is None else [_plain(c) for c in self.classes_],
+            "metric": self.metric_.name,
+            "schema": self.schema_.to_dict(),
+            "members": members,
+            "combiner": state,
+            "leaderboard": json.loads(self.leaderboard_.to_json(orient="records")),
+            "files": {
+                p.relative_to(folder).as_posix(): {
+                    "sha256": sha256_file(p),
+                    "size": p.stat().st_size,
+                }
+                for p in files
+            },
+        }
+        text = json.dumps(manifest, indent=2, default=_plain)
+        write_text_atomic(text, folder / MANIFEST)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        write_text_atomic(f"{digest}  {MANIFEST}\n", folder / MANIFEST_DIGEST)
+
     @classmethod
     def load(cls, path):
-        """Load a saved ensemble; refuses changed, missing or foreign files."""
-        from ensemblex.members.families import load_model, load_skops
-
+        """Load a saved ensemble; refuses changed, missing, foreign or outside files."""
         path = Path(path)
         manifest = _read_manifest(path)
-        expected = cls.__name__ if cls is not _Ensemble else manifest["estimator"]
-        if manifest["estimator"] != expected:
+        try:
+            return cls._from_manifest(path, manifest)
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            raise ValueError(f"{path / MANIFEST}: malformed manifest ({detail})") from None
+
+    @classmethod
+    def _from_manifest(cls, path: Path, manifest: dict):
+        estimators = {
+            "EnsembleRegressor": EnsembleRegressor,
+            "EnsembleClassifier": EnsembleClassifier,
+        }
+        target = estimators.get(manifest["estimator"])
+        if target is None or (cls is not Ensemble and target is not cls):
+            expected = cls.__name__ if cls is not Ensemble else list(estimators)
             raise ValueError(f"{path}: holds an {manifest['estimator']}, not an {expected}")
-        _verify_files(path, manifest["sha256"])
-        target = {"EnsembleRegressor": EnsembleRegressor, "EnsembleClassifier": EnsembleClassifier}[
-            manifest["estimator"]
-        ]
+        _verify_files(path, manifest["files"])
         self = target(**manifest["params"])
         self.task_ = manifest["task"]
         self.classes_ = None if manifest["classes"] is None else np.asarray(manifest["classes"])
         self.metric_ = get_metric(manifest["metric"], self.task_)
         self.schema_ = Schema.from_dict(manifest["schema"])
-        self._model_names = [m["name"] for m in manifest["members"]]
-        self._model_columns = [m.get("columns", [m["name"]]) for m in manifest["members"]]
-        self.member_names_ = [c for columns in self._model_columns for c in columns]
-        self._families = [m["family"] for m in manifest["members"]]
-        self._models = [
-            [
-                (
-                    load_skops(path / f["preprocessor"]),
-                    load_model(path / f["model"], m["family"], self.task_),
-                )
-                for f in m["folds"]
-            ]
-            for m in manifest["members"]
-        ]
-        for m, folds in zip(manifest["members"], self._models):
-            for _, model in folds:
-                if n_columns(model) != len(m.get("columns", [m["name"]])):
+        self.fitted_members_ = []
+        for m in manifest["members"]:
+            folds = [load_member(_inside(path, rel)) for rel in m["folds"]]
+            for fold in folds:
+                if fold.column_names() != list(m["columns"]) or fold.task != self.task_:
                     raise ValueError(
-                        f"{path}: member {m['name']!r} lists {len(m.get('columns', [1]))} "
-                        f"columns, however its model yields {n_columns(model)}"
+                        f"{path}: member {m['name']!r} lists columns {m['columns']} for a "
+                        f"{self.task_} task, however its fold models yield "
+                        f"{fold.column_names()} ({fold.task})"
                     )
+            self.fitted_members_.append(CrossFittedMember(m["name"], list(m["columns"]), folds))
+        self.member_names_ = [c for m in self.fitted_members_ for c in m.columns]
         self.combiner_ = load_combiner(manifest["combiner"], path / "combiner")
         self.leaderboard_ = pd.DataFrame(manifest["leaderboard"])
-        self._store_root = None
         return self
 
 
-def _check_prefitted_classes(specs, classes) -> None:
-    for spec in specs:
-        fitted = getattr(spec.estimator, "classes_", None)
+def _check_prefitted_classes(members, classes) -> None:
+    for member in members:
+        fitted = member.classes if isinstance(member, PrefittedMember) else None
         if (
-            spec.prefitted
-            and classes is not None
+            classes is not None
             and fitted is not None
             and [str(c) for c in fitted] != [str(c) for c in classes]
         ):
             raise ValueError(
-                f"prefitted member {spec.name!r} predicts classes {list(fitted)}, however y "
+                f"prefitted member {member.name!r} predicts classes {list(fitted)}, however y "
                 f"has classes {list(classes)}"
             )
 
 
+def _swap_in(new: Path, path: Path) -> None:
+    """Move the folder ``new`` to ``path``; an existing ``path`` is renamed aside first and
+    removed last, so a kill at any moment leaves a complete model on disk."""
+    if not path.exists():
+        os.replace(new, path)
+        return
+    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+    os.replace(path, old / "model")
+    os.replace(new, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _read_manifest(path: Path) -> dict:
-    file = path / "manifest.json"
-    if not file.is_file():
-        raise ValueError(f"{path}: no manifest.json; not a saved ensemblex ensemble")
+    file = path / MANIFEST
+    if not file.is_file() or file.is_symlink():
+        raise ValueError(f"{path}: no {MANIFEST}; not a saved ensemblex ensemble")
+    digest_file = path / MANIFEST_DIGEST
+    if not digest_file.is_file() or digest_file.is_symlink():
+        raise ValueError(f"{path}: no {MANIFEST_DIGEST}; cannot verify the manifest")
+    raw = file.read_bytes()
+    expected = digest_file.read_text(errors="replace").split()
+    if not expected or hashlib.sha256(raw).hexdigest() != expected[0]:
+        raise ValueError(
+            f"{file}: does not match {MANIFEST_DIGEST} (changed or damaged); refusing to load"
+        )
     try:
-        manifest = json.loads(file.read_text())
+        manifest = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{file}: not valid JSON ({exc})") from None
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{file}: not an {FORMAT} manifest of version {FORMAT_VERSION}")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{file}: not an {FORMAT} manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{file}: format version {manifest.get('format_version')!r}; this ensemblex reads "
+            f"version {FORMAT_VERSION} (save the model again with this version)"
+        )
     return manifest
 
 
-def _verify_files(path: Path, hashes: dict) -> None:
+def _inside(root: Path, rel: str) -> Path:
+    """``root / rel`` for a relative, normalised path that stays inside ``root``."""
+    if not isinstance(rel, str):
+        raise ValueError(f"{root}: manifest path must be a string, however: {rel!r}")
+    posix = PurePosixPath(rel)
+    if posix.is_absolute() or ".." in posix.parts or "\\" in rel or str(posix) != rel or not rel:
+        raise ValueError(f"{root}: manifest path {rel!r} is not a relative path inside the folder")
+    return root / posix
+
+
+def _verify_files(path: Path, listed: dict) -> None:
+    if not isinstance(listed, dict):
+        raise ValueError(f"{path}: malformed manifest (files must be a mapping)")
+    for sub in path.rglob("*"):
+        if sub.is_symlink():
+            raise ValueError(f"{path}: refuses to load: {sub.relative_to(path)} is a symbolic link")
     present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
-    present.discard("manifest.json")
-    foreign = sorted(present - set(hashes))
+    present -= {MANIFEST, MANIFEST_DIGEST}
+    foreign = sorted(present - set(listed))
     if foreign:
         raise ValueError(f"{path}: refuses to load: files not listed in the manifest {foreign}")
-    for rel, digest in hashes.items():
-        file = path / rel
+    for rel, entry in listed.items():
+        file = _inside(path, rel)
         if not file.is_file():
             raise ValueError(f"{path}: file {rel} listed in the manifest is missing")
-        if sha256_file(file) != digest:
+        if file.stat().st_size != entry["size"] or sha256_file(file) != entry["sha256"]:
             raise ValueError(
                 f"{path}: file {rel} was changed since it was saved (SHA-256 "
                 "mismatch); refusing to load it"
@@ -413,8 +497,6 @@ def _as_frame(X) -> pd.DataFrame:
 
 
 def _frame_hash(X: pd.DataFrame, y: np.ndarray) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     h.update(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
     h.update(pd.util.hash_pandas_object(pd.Series(y), index=False).to_numpy().tobytes())
@@ -422,13 +504,14 @@ def _frame_hash(X: pd.DataFrame, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
-class EnsembleRegressor(RegressorMixin, _Ensemble):
+class EnsembleRegressor(RegressorMixin, Ensemble):
     """Cross-fitted zoo plus a combiner chosen by nested CV, for regression.
 
     Parameters
     ----------
     members : "default", "fast" or list
-        A zoo name, or estimators, ``(name, estimator)`` pairs or ``MemberSpec``.
+        A zoo name, or estimators, ``(name, estimator)`` pairs or members
+        (:class:`ensemblex.members.Member`, e.g. :func:`ensemblex.members.prefitted`).
     combiner : "auto", a combiner name, or a combiner
     cv : int, default 5
         Cross-fitting folds (and outer folds of the combiner's nested CV).
@@ -456,7 +539,7 @@ class EnsembleRegressor(RegressorMixin, _Ensemble):
         return self._predict_outputs(X)[:, 0]
 
 
-class EnsembleClassifier(ClassifierMixin, _Ensemble):
+class EnsembleClassifier(ClassifierMixin, Ensemble):
     """Cross-fitted zoo plus a combiner chosen by nested CV, for classification.
 
     Parameters are those of :class:`EnsembleRegressor`.

@@ -75,7 +75,9 @@ class Schema:
         )
 
     def check(self, X: pd.DataFrame, source: str = "data") -> pd.DataFrame:
-        """Validate a table against the schema; return its feature columns in training order.
+        """Validate a table against the schema; return its feature columns in training order,
+        followed by the ID-like columns it still has (members that read raw columns, such as
+        text or prefitted members, may need them).
 
         Missing feature columns, unexpected columns and numeric columns that arrive as text
         are errors naming the columns.
@@ -97,7 +99,7 @@ class Schema:
                     f"{source}: column {col!r} has dtype {X[col].dtype}; expected numbers "
                     f"(trained as {self.dtypes.get(col, 'numeric')})"
                 )
-        return X[self.features]
+        return X[self.features + [c for c in self.dropped if c in X.columns]]
 
 
 def _is_numeric(col: pd.Series) -> bool:
@@ -105,7 +107,11 @@ def _is_numeric(col: pd.Series) -> bool:
 
 
 def infer_schema(X: pd.DataFrame, source: str = "data") -> Schema:
-    """Read the column kinds of a training table and drop ID-like columns with a warning."""
+    """Read the column kinds of a training table and drop ID-like columns with a warning.
+
+    A table whose every column looks like an ID (a text column, say) gets a schema with no
+    features: members that read raw columns can still use it, tabular members refuse it.
+    """
     if not isinstance(X, pd.DataFrame):
         raise TypeError(f"{source}: expected a pandas DataFrame, got {type(X).__name__}")
     if X.shape[1] == 0 or len(X) == 0:
@@ -120,8 +126,6 @@ def infer_schema(X: pd.DataFrame, source: str = "data") -> Schema:
             categorical.append(col)
     if dropped:
         log.warning("%s: dropping ID-like columns %s", source, dropped)
-    if not numeric and not categorical:
-        raise ValueError(f"{source}: every column looks like an ID; no features are left")
     dtypes = {str(c): str(X[c].dtype) for c in X.columns}
     return Schema(numeric, categorical, dropped, dtypes)
 

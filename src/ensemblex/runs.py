@@ -1,24 +1,107 @@
-"""Reading a run folder written by ``ensemblex run``: its summary and prediction tables."""
+"""The run folder written by ``ensemblex run``: the one place that knows its file names.
+
+Layout::
+
+    model/             the saved ensemble (:meth:`ensemblex.ensemble.Ensemble.save`)
+    oof.parquet        members' out-of-fold predictions with the target (``blend``'s layout)
+    test.parquet       members' predictions on the held-out test rows, with the target
+    leaderboard.json   the run's settings, metric, chosen combiner and leaderboard
+    report.html        the report (:func:`ensemblex.report.build_report`)
+    work/              the resumable store of finished folds (:class:`ensemblex.store.RunStore`)
+
+The CLI, the report and the cascade read a run through :class:`RunFolder`.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from ensemblex.tables import Table, read_table
+from ensemblex.predictions import Predictions
+from ensemblex.store import write_json_atomic
+from ensemblex.tables import Table, read_table, to_frame, write_frame
+
+MODEL = "model"
+OOF = "oof.parquet"
+TEST = "test.parquet"
+LEADERBOARD = "leaderboard.json"
+REPORT = "report.html"
+WORK = "work"
+_SUMMARY_KEYS = ("target", "task", "metric", "greater_is_better", "chosen", "leaderboard")
 
 
-@dataclass(frozen=True)
 class RunFolder:
-    """``leaderboard.json`` and the OOF and test tables of one run."""
+    """A run folder: paths, and its parts read on first use.
 
-    root: Path
-    summary: dict
-    oof: Table
-    test: Table
+    Parameters
+    ----------
+    root : path
+        The folder (``--out`` of ``ensemblex run``).
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    # ------------------------------------------------------------ paths
+    @property
+    def model_dir(self) -> Path:
+        return self.root / MODEL
+
+    @property
+    def work_dir(self) -> Path:
+        return self.root / WORK
+
+    @property
+    def report_path(self) -> Path:
+        return self.root / REPORT
+
+    def is_run(self) -> bool:
+        """Whether the folder holds a finished run (its leaderboard is written last)."""
+        return (self.root / LEADERBOARD).is_file()
+
+    # ------------------------------------------------------------ reading
+    @cached_property
+    def summary(self) -> dict:
+        """``leaderboard.json``: settings, metric, chosen combiner, leaderboard rows."""
+        file = self.root / LEADERBOARD
+        if not file.is_file():
+            raise ValueError(
+                f"{self.root}: no {LEADERBOARD}; not a folder written by `ensemblex run`"
+            )
+        try:
+            summary = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{file}: not readable JSON ({exc})") from None
+        missing = [k for k in _SUMMARY_KEYS if not isinstance(summary, dict) or k not in summary]
+        if missing:
+            raise ValueError(f"{file}: missing entries {missing}")
+        return summary
+
+    @cached_property
+    def oof(self) -> Table:
+        """Out-of-fold predictions and targets."""
+        return read_table(self.root / OOF, target=self.summary["target"], task=self.summary["task"])
+
+    @cached_property
+    def test(self) -> Table:
+        """Predictions and targets of the held-out test rows (same members and classes)."""
+        P = self.oof.predictions
+        return read_table(
+            self.root / TEST,
+            target=self.summary["target"],
+            task=P.task,
+            classes=P.classes,
+            members=list(P.members),
+        )
+
+    def load_model(self):
+        """The saved ensemble (verified on load)."""
+        from ensemblex.ensemble import Ensemble
+
+        return Ensemble.load(self.model_dir)
 
     def member_costs(self) -> np.ndarray:
         """Each member's measured predict seconds per row, in member order."""
@@ -29,24 +112,27 @@ class RunFolder:
         }
         costs = [per_row.get(m) for m in self.oof.predictions.members]
         if any(c is None for c in costs):
-            raise ValueError(f"{self.root}: leaderboard.json records no predict time per member")
+            raise ValueError(f"{self.root}: {LEADERBOARD} records no predict time per member")
         return np.asarray(costs, dtype=float)
 
+    # ------------------------------------------------------------ writing
+    def write(self, model, tables: dict[str, tuple[Predictions, np.ndarray]], summary: dict):
+        """Write the saved model, the prediction tables (``{"oof": (P, y), "test": (P, y)}``)
+        and ``leaderboard.json`` (last, so its presence means the run finished)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        model.save(self.model_dir)
+        files = {"oof": OOF, "test": TEST}
+        for name, (P, labels) in tables.items():
+            wide = to_frame(P)
+            wide.insert(0, summary["target"], labels)
+            write_frame(wide, self.root / files[name])
+        write_json_atomic(summary, self.root / LEADERBOARD)
+        self.__dict__.pop("summary", None)
+        self.__dict__.pop("oof", None)
+        self.__dict__.pop("test", None)
 
-def read_run(run_dir) -> RunFolder:
-    """Read a run folder; errors name the folder."""
-    root = Path(run_dir)
-    if not (root / "leaderboard.json").is_file():
-        raise ValueError(f"{root}: no leaderboard.json; not a folder written by `ensemblex run`")
-    summary = json.loads((root / "leaderboard.json").read_text())
-    target = summary["target"]
-    oof = read_table(root / "oof.parquet", target=target, task=summary["task"])
-    P = oof.predictions
-    test = read_table(
-        root / "test.parquet",
-        target=target,
-        task=P.task,
-        classes=P.classes,
-        members=list(P.members),
-    )
-    return RunFolder(root, summary, oof, test)
+
+def model_dir(path) -> Path:
+    """The saved model of a run folder, or ``path`` itself when it is a saved model."""
+    run = RunFolder(path)
+    return run.model_dir if run.model_dir.is_dir() else Path(path)

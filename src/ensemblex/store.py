@@ -3,9 +3,10 @@
 Layout under the root::
 
     run.json                     the run's fingerprint (data, members, folds, seed)
-    folds/<member>/fold<k>/      one finished fold: preprocessor.skops, model.<ext>,
-                                 oof.npy (predictions on the held-out rows, (n, columns, outputs)),
-                                 done.json
+    folds/<member>/fold<k>/      one finished fold: the fitted member as it saves itself
+                                 (member.json and its files), oof.npy (predictions on the
+                                 held-out rows, (n, columns, outputs)), done.json (seconds and
+                                 the SHA-256 of every file)
 
 A fold is written into a temporary folder and renamed into place, so a fold folder either
 exists whole or not at all; rerunning the same command skips the folds already there.
@@ -15,14 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ensemblex.members.families import load_model, load_skops, predict_columns, save_model
+log = logging.getLogger(__name__)
 
 
 def sha256_file(path: Path) -> str:
@@ -60,8 +63,16 @@ def _plain(value):
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+class DamagedFold(ValueError):
+    """A finished fold whose files no longer match the digests recorded when it was written."""
+
+
 class RunStore:
     """Finished folds of a cross-fitting run, on disk.
+
+    Every file of a fold is listed in its ``done.json`` with its SHA-256 and checked before
+    it is used: a damaged or missing file makes the fold unfinished (it is removed, with a
+    warning, and refitted), never read.
 
     Parameters
     ----------
@@ -77,9 +88,16 @@ class RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "folds").mkdir(exist_ok=True)
         marker = self.root / "run.json"
+        expected = json.loads(json.dumps(fingerprint, default=_plain))
         if marker.exists():
-            previous = json.loads(marker.read_text())
-            if previous != json.loads(json.dumps(fingerprint, default=_plain)):
+            try:
+                previous = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                previous = None
+            if previous is None:
+                log.warning("%s: unreadable, written anew", marker)
+                write_json_atomic(fingerprint, marker)
+            elif previous != expected:
                 raise ValueError(
                     f"{self.root}: holds folds of a different run (other data, members, folds "
                     "or seed); choose another output folder or remove this one"
@@ -91,45 +109,37 @@ class RunStore:
         return self.root / "folds" / member / f"fold{fold}"
 
     def is_done(self, member: str, fold: int) -> bool:
-        return (self.fold_dir(member, fold) / "done.json").exists()
+        """Whether the fold is finished and intact; a damaged fold is removed with a warning
+        so that it is fitted again."""
+        folder = self.fold_dir(member, fold)
+        if not folder.exists():
+            return False
+        try:
+            self._verified(member, fold)
+            return True
+        except DamagedFold as exc:
+            log.warning("%s; it will be fitted again", exc)
+            shutil.rmtree(folder, ignore_errors=True)
+            return False
 
-    def write_fold(
-        self,
-        member: str,
-        fold: int,
-        preprocessor,
-        model,
-        family: str,
-        task: str,
-        valid_X,
-        seconds: dict,
-    ) -> None:
-        """Save a fitted fold and its held-out predictions, all or nothing.
-
-        The held-out predictions come from the model as reloaded from disk, so that a
-        resumed run and a saved ensemble see exactly the numbers a fresh run sees.
-        """
-        import skops.io as sio
-
+    def write_fold(self, member: str, fold: int, write: Callable[[Path], dict]) -> None:
+        """Write a fold all or nothing: ``write(folder)`` fills a temporary folder and returns
+        the fold's metadata; every file then gets its digest in ``done.json`` and the folder
+        is renamed into place."""
         final = self.fold_dir(member, fold)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".fold{fold}.", suffix=".tmp"))
         try:
-            sio.dump(preprocessor, tmp / "preprocessor.skops")
-            model_path = save_model(model, family, tmp / "model")
-            reloaded = load_model(model_path, family, task)
-            oof = predict_columns(reloaded, valid_X, task)
-            np.save(tmp / "oof.npy", oof, allow_pickle=False)
-            files = ["preprocessor.skops", model_path.name, "oof.npy"]
+            meta = write(tmp)
+            files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
             done = {
                 "member": member,
                 "fold": fold,
-                "family": family,
-                "model": model_path.name,
-                "seconds": seconds,
+                **meta,
                 "sha256": {f: sha256_file(tmp / f) for f in files},
             }
             write_json_atomic(done, tmp / "done.json")
+            tmp.chmod(0o755)  # mkdtemp makes 0700 folders; files are 0644
             if final.exists():  # a fold redone by a racing worker: keep the first
                 return
             os.replace(tmp, final)
@@ -138,15 +148,29 @@ class RunStore:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def read_fold(self, member: str, fold: int) -> tuple[np.ndarray, dict]:
-        """Held-out predictions and metadata of a finished fold."""
+        """Held-out predictions and metadata of a finished fold (its files verified)."""
         folder = self.fold_dir(member, fold)
-        done = json.loads((folder / "done.json").read_text())
+        done = self._verified(member, fold, only=("oof.npy",))
         return np.load(folder / "oof.npy", allow_pickle=False), done
 
-    def load_fold(self, member: str, fold: int, task: str):
-        """The fitted preprocessor and model of a finished fold."""
+    def load_fold(self, member: str, fold: int):
+        """The fitted member of a finished fold, its files verified before they are parsed."""
+        from ensemblex.members.base import load_member
+
+        self._verified(member, fold)
+        return load_member(self.fold_dir(member, fold))
+
+    def _verified(self, member: str, fold: int, only: tuple[str, ...] | None = None) -> dict:
         folder = self.fold_dir(member, fold)
-        done = json.loads((folder / "done.json").read_text())
-        preprocessor = load_skops(folder / "preprocessor.skops")
-        model = load_model(folder / done["model"], done["family"], task)
-        return preprocessor, model
+        try:
+            done = json.loads((folder / "done.json").read_text())
+            digests = dict(done["sha256"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise DamagedFold(f"{folder}: done.json is missing or unreadable") from None
+        for name in only or sorted(digests):
+            file = folder / name
+            if name not in digests or not file.is_file() or file.is_symlink():
+                raise DamagedFold(f"{folder}: {name} is missing or not listed in done.json")
+            if sha256_file(file) != digests[name]:
+                raise DamagedFold(f"{folder}: {name} was changed since it was written")
+        return done

@@ -8,7 +8,7 @@ from sklearn.datasets import load_diabetes
 from ensemblex.deep import DeepEnsembleRegressor, TabMClassifier
 from ensemblex.ensemble import EnsembleRegressor
 from ensemblex.members import zoo
-from ensemblex.members.families import family_of, limit_threads
+from ensemblex.members import family_of
 
 
 def test_deep_zoo_adds_an_mlp_ensemble_and_tabm_as_many_columns():
@@ -21,7 +21,7 @@ def test_deep_zoo_adds_an_mlp_ensemble_and_tabm_as_many_columns():
     assert isinstance(tabm.estimator, TabMClassifier) and tabm.estimator.random_state == 3
     assert mlps.column_names() == [f"mlp_ensemble.{j}" for j in range(5)]
     assert len(tabm.column_names()) == 32
-    assert limit_threads(tabm.new_estimator(), 1).n_threads == 1
+    assert tabm.thread_param == "n_threads"
 
 
 def test_deep_ensemble_members_are_crossfitted_saved_and_loaded(tmp_path):

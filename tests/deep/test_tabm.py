@@ -11,7 +11,8 @@ from ensemblex import GreedySelection
 from ensemblex.deep import TabMClassifier, TabMRegressor
 from ensemblex.ensemble import EnsembleClassifier
 from ensemblex.members import zoo
-from ensemblex.members.families import family_of, load_model
+from ensemblex.members import family_of
+from ensemblex.members.torch import load_torch
 
 # one thread: tiny networks gain nothing from more, and a busy machine loses a lot
 TINY = {
@@ -49,7 +50,7 @@ def test_classifier_heads_are_members_and_survive_save(cancer, tmp_path, embeddi
     loaded = TabMClassifier.load(path)
     np.testing.assert_array_equal(loaded.predict_members(X_te), heads)
     assert family_of(model) == "torch"
-    np.testing.assert_array_equal(load_model(path, "torch", "binary").predict_members(X_te), heads)
+    np.testing.assert_array_equal(load_torch(path).predict_members(X_te), heads)
     with pytest.raises(ValueError, match="not a saved TabMRegressor"):
         TabMRegressor.load(path)
 
@@ -105,7 +106,8 @@ def test_tabm_heads_become_columns_of_a_crossfitted_ensemble(tmp_path):
     model.save(tmp_path / "saved")
     manifest = json.loads((tmp_path / "saved" / "manifest.json").read_text())
     assert manifest["members"][0]["columns"] == ["tabm.0", "tabm.1", "tabm.2"]
-    assert manifest["members"][0]["folds"][0]["model"].endswith(".safetensors")
+    fold = manifest["members"][0]["folds"][0]
+    assert f"{fold}/model.safetensors" in manifest["files"]
     loaded = EnsembleClassifier.load(tmp_path / "saved")
     np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X))
     assert isinstance(X, pd.DataFrame)

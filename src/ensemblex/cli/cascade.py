@@ -2,46 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.table import Table as RichTable
 
-from ensemblex.cascade import Cascade
 from ensemblex.cli.app import app, console, fail
-from ensemblex.runs import read_run
-from ensemblex.store import write_json_atomic
-from ensemblex.tables import read_table
-from ensemblex.tasks import encode_labels
-
-
-def read_costs(path: Path, members: list[str]) -> np.ndarray:
-    """Costs per member from JSON ``{member: cost}`` or a CSV with ``member,cost`` columns."""
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    try:
-        if path.suffix.lower() == ".json":
-            costs = {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
-        else:
-            frame = pd.read_csv(path)
-            if list(frame.columns[:2]) != ["member", "cost"]:
-                raise ValueError(f"{path}: expected columns member,cost")
-            costs = dict(zip(frame["member"].astype(str), frame["cost"].astype(float)))
-    except (json.JSONDecodeError, pd.errors.ParserError, TypeError) as exc:
-        raise ValueError(f"{path}: cannot read costs ({exc})") from None
-    unknown = sorted(set(costs) - set(members))
-    if unknown:
-        raise ValueError(f"{path}: costs name unknown members {unknown}; members are {members}")
-    missing = [m for m in members if m not in costs]
-    if missing:
-        raise ValueError(f"{path}: no cost for members {missing}")
-    values = np.array([costs[m] for m in members])
-    if not np.all(np.isfinite(values)) or np.any(values < 0):
-        raise ValueError(f"{path}: costs must be finite and non-negative")
-    return values
 
 
 @app.command()
@@ -64,62 +30,19 @@ def cascade(
     out: Path | None = typer.Option(None, "--out", help="Write the front and choice as JSON."),
 ) -> None:
     """Choose an early-exit threshold on OOF rows; print the front and the operating point."""
+    from ensemblex.cascade_choice import choose_cascade
+    from ensemblex.store import write_json_atomic
+
     try:
-        result = _cascade(source, target, costs, target_accuracy, target_risk, coverage, rule)
+        result = choose_cascade(
+            source, target=target, costs=costs, rule=rule, target_accuracy=target_accuracy,
+            target_risk=target_risk, coverage=coverage,
+        )
         if out is not None:
             write_json_atomic(result, out)
     except (ValueError, TypeError, OSError) as exc:
         fail(str(exc))
     _print(result)
-
-
-def _cascade(source, target, costs_path, target_accuracy, target_risk, coverage, rule) -> dict:
-    test = weights = None
-    if source.is_dir():
-        run = read_run(source)
-        oof, test = run.oof, run.test
-        P = oof.predictions
-        member_costs = run.member_costs()
-        from ensemblex.ensemble import _Ensemble
-
-        weights = getattr(_Ensemble.load(source / "model").combiner_, "weights_", None)
-    else:
-        if target is None:
-            raise ValueError(f"{source}: --target is required for a predictions table")
-        oof = read_table(source, target=target)
-        P = oof.predictions
-        member_costs = None
-    if costs_path is not None:
-        member_costs = read_costs(costs_path, list(P.members))
-    if member_costs is None:
-        raise ValueError(f"{source}: --costs is required for a predictions table")
-    kind = "accuracy" if target_risk is None else "coverage_at_risk"
-    model = Cascade(
-        rule=rule,
-        target=kind,
-        risk=target_risk or 0.05,
-        weights=weights,
-        costs=member_costs,
-        min_accuracy=target_accuracy,
-        min_coverage=coverage,
-    ).fit(P, oof.y)
-    result = {
-        "order": model.order_,
-        "threshold": model.threshold_,
-        "full_accuracy": model.full_accuracy_,
-        "chosen": vars(model.chosen_),
-        "front": [vars(p) for p in model.front_],
-    }
-    if test is not None and test.y is not None:
-        output = model.predict(test.predictions)
-        y = encode_labels(test.y, P.classes)
-        full = model._stage_proba(test.predictions.values)[:, -1]
-        result["test"] = {
-            "accuracy": float(np.mean(output.proba.argmax(axis=1) == y)),
-            "full_accuracy": float(np.mean(full.argmax(axis=1) == y)),
-            "relative_cost": float(output.cost.mean() / model.stage_costs_[-1]),
-        }
-    return result
 
 
 def _print(result: dict) -> None:

@@ -1,10 +1,7 @@
-"""Member specifications and the built-in zoos (``default`` and ``fast``)."""
+"""The built-in zoos (``default``, ``fast``, ``deep``) and turning estimators into members."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from sklearn.base import clone
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
@@ -15,94 +12,42 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from ensemblex.members.families import family_of, n_columns
-from ensemblex.preprocessing import ENCODINGS
+from ensemblex.members.base import Member
+from ensemblex.members.registry import family_for
 
 ZOOS = ("default", "fast", "deep")
 
 
-@dataclass(frozen=True)
-class MemberSpec:
-    """One member to cross-fit: a name, an unfitted estimator and its input encoding.
+def member(name: str, estimator, encoding: str | None = None) -> Member:
+    """Wrap an unfitted estimator in the member family of its library.
 
     Parameters
     ----------
     name : str
     estimator : estimator
-        A scikit-learn-compatible estimator (LightGBM, XGBoost and CatBoost wrappers included).
-    encoding : {"native", "onehot", "ordinal", "raw"}
-        See :mod:`ensemblex.preprocessing`.
-    prefitted : bool
-        An already-fitted model, used as it is and never refit (see :func:`prefitted`).
+        scikit-learn, LightGBM, XGBoost, CatBoost or an :mod:`ensemblex.deep` estimator.
+    encoding : {"native", "onehot", "ordinal"}, optional
+        Default: GBDTs read categorical codes natively; tree ensembles ordinal codes; the
+        rest (networks included) one-hot. See :mod:`ensemblex.preprocessing`.
     """
-
-    name: str
-    estimator: object
-    encoding: str
-    prefitted: bool = False
-
-    def __post_init__(self):
-        if self.encoding not in ENCODINGS:
-            raise ValueError(
-                f"member {self.name!r}: encoding must be one of {ENCODINGS}, "
-                f"however: encoding={self.encoding!r}"
-            )
-
-    @property
-    def family(self) -> str:
-        return family_of(self.estimator)
-
-    def column_names(self) -> list[str]:
-        """The member names this spec yields in the predictions array: its own name, or
-        ``name.0`` ... for a model holding several members (a deep ensemble, TabM's heads)."""
-        n = n_columns(self.estimator)
-        return [self.name] if n == 1 else [f"{self.name}.{j}" for j in range(n)]
-
-    def new_estimator(self):
-        return clone(self.estimator)
+    return family_for(estimator)(name, estimator, encoding)
 
 
-def prefitted(name: str, model) -> MemberSpec:
-    """An already-fitted member: never refit, it predicts from the raw feature columns.
-
-    Its out-of-fold predictions are its predictions on the training rows, so it is only
-    honest if the model never saw those rows.
-    """
-    if not hasattr(model, "predict"):
-        raise TypeError(f"member {name!r}: a prefitted model needs a predict method")
-    return MemberSpec(name, model, "raw", prefitted=True)
-
-
-def default_encoding(estimator) -> str:
-    """GBDTs read categorical codes natively; tree ensembles ordinal codes; the rest (networks
-    included) one-hot."""
-    family = family_of(estimator)
-    if family == "torch":  # networks read standardised numerics and one-hot categoricals
-        return "onehot"
-    if family != "sklearn":
-        return "native"
-    name = type(estimator).__name__
-    if any(key in name for key in ("Forest", "Trees", "Tree", "HistGradient")):
-        return "ordinal"
-    return "onehot"
-
-
-def resolve_members(members, task: str, random_state: int = 0) -> list[MemberSpec]:
+def resolve_members(members, task: str, random_state: int = 0) -> list[Member]:
     """Turn ``members`` (a zoo name, or a list of estimators, ``(name, estimator)`` pairs or
-    :class:`MemberSpec`) into a list of specs with unique names."""
+    :class:`~ensemblex.members.base.Member`) into a list of members with unique names."""
     if isinstance(members, str):
         if members not in ZOOS:
             raise ValueError(f"members must be one of {ZOOS} or a list, however: {members!r}")
         return zoo(members, task, random_state)
     specs = []
     for item in members:
-        if isinstance(item, MemberSpec):
+        if isinstance(item, Member):
             specs.append(item)
         elif isinstance(item, tuple) and len(item) == 2:
-            name, est = item
-            specs.append(MemberSpec(str(name), est, default_encoding(est)))
+            specs.append(member(str(item[0]), item[1]))
         else:
-            specs.append(MemberSpec(type(item).__name__, item, default_encoding(item)))
+            specs.append(member(type(item).__name__, item))
     names = [s.name for s in specs]
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
@@ -112,7 +57,7 @@ def resolve_members(members, task: str, random_state: int = 0) -> list[MemberSpe
     return specs
 
 
-def zoo(name: str, task: str, random_state: int = 0) -> list[MemberSpec]:
+def zoo(name: str, task: str, random_state: int = 0) -> list[Member]:
     """The built-in zoos.
 
     ``fast``: LightGBM, a random forest, a linear model and kNN (for tests and quick looks).
@@ -199,10 +144,10 @@ def zoo(name: str, task: str, random_state: int = 0) -> list[MemberSpec]:
                 ),
             ),
         ]
-    return [MemberSpec(n, est, default_encoding(est)) for n, est in members]
+    return [member(n, est) for n, est in members]
 
 
-def deep_members(task: str, random_state: int = 0) -> list[MemberSpec]:
+def deep_members(task: str, random_state: int = 0) -> list[Member]:
     """A deep ensemble of 5 MLPs and TabM (``d_block`` 256, at most 60 epochs): on the bundled
     churn table, 5 folds take about 20 minutes on one CPU core, mostly TabM."""
     try:
@@ -221,4 +166,4 @@ def deep_members(task: str, random_state: int = 0) -> list[MemberSpec]:
     tabm = (TabMRegressor if reg else TabMClassifier)(
         k=32, n_blocks=3, d_block=256, max_epochs=60, patience=8, random_state=random_state
     )
-    return [MemberSpec("mlp_ensemble", mlps, "onehot"), MemberSpec("tabm", tabm, "onehot")]
+    return [member("mlp_ensemble", mlps, "onehot"), member("tabm", tabm, "onehot")]

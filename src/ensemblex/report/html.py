@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ensemblex.report import plots
-from ensemblex.runs import read_run
+from ensemblex.runs import RunFolder
 from ensemblex.store import write_text_atomic
 from ensemblex.tasks import encode_labels
 
@@ -28,12 +28,10 @@ def build_report(run_dir: Path, ood_rows=None) -> Path:
     ``ood_rows``: an optional DataFrame of out-of-distribution inputs (the training columns);
     the report then shows the ensemble's OOD-score histograms on test rows against them.
     """
-    from ensemblex.ensemble import _Ensemble
-
-    run = read_run(run_dir)
-    run_dir, summary, oof, test = run.root, run.summary, run.oof, run.test
+    run = RunFolder(run_dir)
+    summary, oof, test = run.summary, run.oof, run.test
     P = oof.predictions
-    model = _Ensemble.load(run_dir / "model")
+    model = run.load_model()
     rows = summary["leaderboard"]
     member_scores = {r["model"]: r["cv_score"] for r in rows if r["kind"] == "member"}
     sections = [_leaderboard_table(summary)]
@@ -46,7 +44,7 @@ def build_report(run_dir: Path, ood_rows=None) -> Path:
     else:
         kept = getattr(chosen, "kept_members_", list(P.members))
         sections.append(
-            f"<p>The chosen combiner ({html.escape(summary['chosen'])}) is a "
+            f"<p>The chosen combiner ({html.escape(str(summary['chosen']))}) is a "
             f"meta-model over {len(kept)} members; it has no member weights.</p>"
         )
     sections.append(
@@ -90,7 +88,7 @@ def build_report(run_dir: Path, ood_rows=None) -> Path:
         sections.append(_cascade_section(run, weights))
         if ood_rows is not None:
             sections.append(_ood_section(test.predictions, model.member_predictions(ood_rows)))
-    out = run_dir / "report.html"
+    out = run.report_path
     write_text_atomic(_page(summary, "\n".join(sections)), out)
     return out
 
@@ -134,7 +132,8 @@ def _leaderboard_table(summary: dict) -> str:
         cls = ' class="chosen"' if r["kind"] == "combiner (chosen)" else ""
         fit = "" if r.get("fit_seconds") is None else f"{r['fit_seconds']:.2f}"
         body.append(
-            f"<tr{cls}><td>{html.escape(r['model'])}</td><td>{r['kind']}</td>"
+            f"<tr{cls}><td>{html.escape(str(r['model']))}</td>"
+            f"<td>{html.escape(str(r['kind']))}</td>"
             f"<td>{r['cv_score']:.5f}</td><td>{r['test_score']:.5f}</td>"
             f"<td>{fit}</td></tr>"
         )
@@ -153,14 +152,17 @@ def _figure(png_b64: str, title: str, caption: str) -> str:
     )
 
 
+_FACTS = ("target", "task", "zoo", "folds", "seed", "metric", "chosen")
+
+
 def _page(summary: dict, body: str) -> str:
     direction = "higher" if summary["greater_is_better"] else "lower"
-    title = f"ensemblex run: {Path(summary['data']).name}"
+    title = f"ensemblex run: {Path(str(summary.get('data', ''))).name}"
+    e = {k: html.escape(str(summary.get(k))) for k in _FACTS}
     facts = (
-        f"Target <b>{html.escape(summary['target'])}</b> ({summary['task']}), zoo "
-        f"<b>{summary['zoo']}</b>, {summary['folds']} folds, seed {summary['seed']}; metric "
-        f"<b>{summary['metric']}</b> ({direction} is better); chosen combiner "
-        f"<b>{html.escape(str(summary['chosen']))}</b>."
+        f"Target <b>{e['target']}</b> ({e['task']}), zoo <b>{e['zoo']}</b>, {e['folds']} folds, "
+        f"seed {e['seed']}; metric <b>{e['metric']}</b> ({direction} is better); chosen "
+        f"combiner <b>{e['chosen']}</b>."
     )
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"

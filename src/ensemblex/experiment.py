@@ -1,0 +1,152 @@
+"""The main job behind ``ensemblex run``: split, cross-fit, combine, score, write the run.
+
+The held-out test split is only scored: members and combiners never see its labels.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.model_selection import train_test_split
+
+from ensemblex.combiners import default_candidates
+from ensemblex.ensemble import Ensemble, EnsembleClassifier, EnsembleRegressor
+from ensemblex.predictions import Predictions
+from ensemblex.runs import RunFolder
+from ensemblex.tasks import detect_task, encode_labels
+
+
+def run_experiment(
+    frame: pd.DataFrame,
+    target: str,
+    out,
+    *,
+    members="default",
+    task: str = "auto",
+    folds: int = 5,
+    test_size: float = 0.2,
+    backend: str = "local",
+    ray_address: str | None = None,
+    n_jobs: int | None = None,
+    seed: int = 0,
+    source: str = "data",
+    zoo_label: str | None = None,
+    on_task: Callable[[str], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    """Hold out a test split, fit an ensemble on the rest, score both, write the run folder.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The whole table, target included.
+    target : str
+        Target column.
+    out : path
+        Run folder (:class:`ensemblex.runs.RunFolder`); its ``work/`` makes reruns resume.
+    members : str, list or callable
+        A zoo name or members, as :class:`ensemblex.ensemble.EnsembleClassifier` takes them,
+        or ``members(task)`` returning them once the task is known.
+    task : {"auto", "regression", "binary", "multiclass"}
+        Checked against the target before anything is fitted (:func:`ensemblex.tasks.detect_task`).
+    source : str
+        Name of the table in messages and in the summary.
+    on_task, progress : callable, optional
+        ``on_task(task)`` once the task is known; ``progress(label, done, total)`` as folds
+        finish.
+
+    Returns
+    -------
+    dict
+        The summary written to ``leaderboard.json``.
+    """
+    start = time.perf_counter()
+    if target not in frame.columns:
+        raise ValueError(
+            f"{source}: unknown target column {target!r}; columns are {list(frame.columns)}"
+        )
+    y_all = frame[target]
+    if y_all.isna().any():
+        raise ValueError(
+            f"{source}: target column {target!r} is missing at row "
+            f"{int(np.argmax(y_all.isna().to_numpy()))}"
+        )
+    task = detect_task(y_all, task, source=source)
+    if on_task is not None:
+        on_task(task)
+    if callable(members):
+        members = members(task)
+    X_all = frame.drop(columns=target)
+    stratify = None if task == "regression" else y_all
+    X, X_test, y, y_test = train_test_split(
+        X_all, y_all.to_numpy(), test_size=test_size, random_state=seed, stratify=stratify
+    )
+    run = RunFolder(out)
+    estimator = EnsembleRegressor if task == "regression" else EnsembleClassifier
+    model = estimator(
+        members=members,
+        cv=folds,
+        random_state=seed,
+        backend=backend,
+        n_jobs=n_jobs,
+        ray_address=ray_address,
+        work_dir=run.work_dir,
+    )
+    model.fit(X.reset_index(drop=True), y, progress=progress)
+    P_test = model.member_predictions(X_test)
+    board = test_leaderboard(model, P_test, y_test)
+    summary = {
+        "data": str(source),
+        "target": target,
+        "task": task,
+        "zoo": zoo_label if zoo_label is not None else str(members),
+        "folds": folds,
+        "test_size": test_size,
+        "seed": seed,
+        "backend": backend,
+        "metric": model.metric_.name,
+        "greater_is_better": model.metric_.greater_is_better,
+        "chosen": getattr(model.combiner_, "method_", type(model.combiner_).__name__),
+        "rows": {"train": len(X), "test": len(X_test)},
+        "columns": {
+            "numeric": model.schema_.numeric,
+            "categorical": model.schema_.categorical,
+        },
+        "dropped_columns": model.schema_.dropped,
+        "leaderboard": json.loads(board.to_json(orient="records")),
+        "seconds": None,
+    }
+    summary["seconds"] = time.perf_counter() - start
+    run.write(model, {"oof": (model.oof_, y), "test": (P_test, y_test)}, summary)
+    from ensemblex.report import build_report
+
+    build_report(Path(out))
+    return summary
+
+
+def test_leaderboard(model: Ensemble, P_test: Predictions, y_test) -> pd.DataFrame:
+    """The model's leaderboard with every member's and every combiner candidate's score on
+    the held-out rows.
+
+    Candidates are refit on all OOF rows (the chosen one already is) and never see test
+    labels; the test split is only scored.
+    """
+    metric = model.metric_
+    y = encode_labels(y_test, model.classes_) if model.classes_ is not None else y_test
+    board = model.leaderboard_.copy()
+    member_scores = metric.score_batch(y, P_test.values.transpose(1, 0, 2))
+    scores = dict(zip(P_test.members, member_scores))
+    pool = default_candidates(metric, model.random_state)
+    for name in board.loc[board["kind"] != "member", "model"]:
+        start = time.perf_counter()
+        fitted = clone(pool[name]).fit(model.oof_, model.oof_labels_)
+        scores[name] = metric.score(y, fitted.predict(P_test))
+        board.loc[board["model"] == name, "fit_seconds"] = time.perf_counter() - start
+    board["test_score"] = board["model"].map(scores)
+    return board

@@ -1,0 +1,296 @@
+"""The member protocol: what every model family implements, and nothing else is asked of it.
+
+A :class:`Member` is one named entry of a zoo. Unfitted, it holds a template (an estimator
+and its settings); :meth:`Member.fit` returns a *new* fitted member for one fold, which
+predicts ``(n_samples, n_columns, n_outputs)``, saves itself into a folder in its library's
+safe format, and loads back from that folder. Cross-fitting, the run store, the ensemble and
+its save/load talk only to this protocol, so a new family (a text model, a graph network, a
+model trained elsewhere) is one module plus one line in :mod:`ensemblex.members.registry`.
+
+A member's folder always holds ``member.json`` (family, name, columns, task and the family's
+own settings); loading reads it, looks the family up in the registry and lets the family read
+its files. Nothing is unpickled.
+
+:class:`TabularMember` is the base of the families that read table columns through the
+per-family encodings of :mod:`ensemblex.preprocessing` (scikit-learn, GBDTs, torch networks).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from ensemblex.preprocessing import ENCODINGS, Schema, categorical_indices, make_preprocessor
+
+MEMBER_FILE = "member.json"
+
+
+@dataclass(frozen=True)
+class FoldContext:
+    """What a member learns about the data besides its training rows.
+
+    Attributes
+    ----------
+    task : {"regression", "binary", "multiclass"}
+    schema : Schema
+        Column kinds of the training table (tabular members encode these columns).
+    n_classes : int
+        Number of classes (0 for regression); labels arrive as codes ``0..n_classes-1``.
+    n_threads : int
+        Threads the member's own library may use, so parallel folds share the cores.
+    """
+
+    task: str
+    schema: Schema
+    n_classes: int = 0
+    n_threads: int = 1
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.task == "regression" else self.n_classes
+
+
+class Member(ABC):
+    """One member of a zoo: fitted per fold, predicting one or several columns of ``P``.
+
+    Subclasses set :attr:`family` (the registry name) and implement :meth:`fit`,
+    :meth:`predict`, :meth:`save_files` and :meth:`load_files`.
+
+    Parameters
+    ----------
+    name : str
+        Member name; a family yielding several columns names them ``name.0``, ``name.1``...
+    """
+
+    family: ClassVar[str]
+
+    def __init__(self, name: str):
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+            raise ValueError(
+                f"member name must be a non-empty string without '/' or a leading '.', "
+                f"however: name={name!r}"
+            )
+        self.name = name
+        self.task: str | None = None  # set when fitted or loaded
+
+    # ------------------------------------------------------------ what a family implements
+    @abstractmethod
+    def fit(self, X: pd.DataFrame, y: np.ndarray, context: FoldContext) -> Member:
+        """A new fitted member trained on ``X`` (all columns of the table) and ``y`` (values,
+        or class codes). The unfitted template is left as it is."""
+
+    @abstractmethod
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Predictions ``(n_samples, n_columns, n_outputs)``: values or class probabilities."""
+
+    @abstractmethod
+    def save_files(self, folder: Path) -> dict[str, Any]:
+        """Write the fitted member's files into ``folder``; return the JSON-able settings that
+        :meth:`load_files` needs to read them back."""
+
+    @classmethod
+    @abstractmethod
+    def load_files(cls, folder: Path, name: str, task: str, settings: dict) -> Member:
+        """Rebuild a fitted member from ``folder`` without executing code from its files."""
+
+    # ------------------------------------------------------------ shared behaviour
+    def n_columns(self) -> int:
+        """How many columns of the predictions array this member yields."""
+        return 1
+
+    def column_names(self) -> list[str]:
+        """Names of this member's columns in the predictions array."""
+        n = self.n_columns()
+        return [self.name] if n == 1 else [f"{self.name}.{j}" for j in range(n)]
+
+    def fingerprint(self) -> list:
+        """What makes two members the same (a changed setting means a new run)."""
+        return [self.name, self.family, repr(self)]
+
+    def save(self, folder: Path) -> Path:
+        """Write the fitted member to ``folder`` (created): its files and ``member.json``."""
+        if self.task is None:
+            raise ValueError(f"member {self.name!r} is not fitted; fit it before saving")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        settings = self.save_files(folder)
+        meta = {
+            "family": self.family,
+            "name": self.name,
+            "task": self.task,
+            "columns": self.column_names(),
+            "settings": settings,
+        }
+        (folder / MEMBER_FILE).write_text(json.dumps(meta, indent=2))
+        return folder
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def load_member(folder: Path) -> Member:
+    """Load a member saved by :meth:`Member.save`: its family comes from ``member.json`` and
+    must be registered (:mod:`ensemblex.members.registry`)."""
+    from ensemblex.members.registry import family_class
+
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / MEMBER_FILE).read_text())
+        family, name, task = meta["family"], meta["name"], meta["task"]
+        settings, columns = dict(meta.get("settings") or {}), list(meta["columns"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        file = folder / MEMBER_FILE
+        raise ValueError(f"{file}: not a readable member description ({exc})") from None
+    member = family_class(family).load_files(folder, name, task, settings)
+    member.task = task
+    if member.column_names() != columns:
+        raise ValueError(
+            f"{folder}: member {name!r} lists columns {columns}, however its model yields "
+            f"{member.column_names()}"
+        )
+    return member
+
+
+# ---------------------------------------------------------------- tabular families
+class TabularMember(Member):
+    """A model over table columns, behind the per-family encoding of
+    :func:`ensemblex.preprocessing.make_preprocessor` fitted on the fold.
+
+    Subclasses implement :meth:`fit_model`, :meth:`predict_model`, :meth:`save_model` and
+    :meth:`load_model`, and may set :attr:`default_encoding` and :attr:`thread_param`.
+
+    Parameters
+    ----------
+    name : str
+    estimator : estimator
+        An unfitted scikit-learn-compatible estimator (cloned for every fold).
+    encoding : {"native", "onehot", "ordinal", "raw"}, optional
+        Default: the family's :meth:`encoding_for` the estimator.
+    """
+
+    thread_param: ClassVar[str | None] = None  # the estimator's own thread-count parameter
+    suffix: ClassVar[str]  # model file suffix
+
+    def __init__(self, name: str, estimator=None, encoding: str | None = None):
+        super().__init__(name)
+        self.estimator = estimator
+        self.encoding = encoding if encoding is not None else self.encoding_for(estimator)
+        if self.encoding not in ENCODINGS:
+            raise ValueError(
+                f"member {name!r}: encoding must be one of {ENCODINGS}, "
+                f"however: encoding={self.encoding!r}"
+            )
+        self.preprocessor_ = None
+        self.model_ = None
+
+    @classmethod
+    def accepts(cls, estimator) -> bool:
+        """Whether this family handles ``estimator`` (used to pick a family for it)."""
+        return False
+
+    @classmethod
+    def encoding_for(cls, estimator) -> str:
+        return "onehot"
+
+    def adopt(self, model):
+        """The object to keep as ``model_`` for an estimator fitted elsewhere."""
+        return model
+
+    # subclasses ------------------------------------------------------
+    def fit_model(self, estimator, X: np.ndarray, y: np.ndarray, context: FoldContext):
+        """Fit ``estimator`` (a fresh clone) on encoded rows; return the fitted model."""
+        estimator.fit(X, y)
+        return estimator
+
+    @abstractmethod
+    def predict_model(self, X) -> np.ndarray:
+        """Predictions ``(n_samples, n_columns, n_outputs)`` of ``self.model_``."""
+
+    @abstractmethod
+    def save_model(self, path: Path) -> None:
+        """Write ``self.model_`` to ``path`` (``model`` + :attr:`suffix`)."""
+
+    @classmethod
+    @abstractmethod
+    def load_model(cls, path: Path, task: str, settings: dict):
+        """Read a model written by :meth:`save_model`."""
+
+    # protocol ---------------------------------------------------------
+    def fit(self, X, y, context):
+        preprocessor = make_preprocessor(context.schema, self.encoding)
+        if not context.schema.features:
+            raise ValueError(
+                f"member {self.name!r}: the table has no feature columns this member can read "
+                f"(ID-like or text columns left out: {context.schema.dropped})"
+            )
+        estimator = clone(self.estimator)
+        if self.thread_param and self.thread_param in estimator.get_params():
+            estimator.set_params(**{self.thread_param: context.n_threads})
+        fitted = self._copy(context.task)
+        fitted.preprocessor_ = preprocessor
+        fitted.model_ = fitted.fit_model(estimator, preprocessor.fit_transform(X), y, context)
+        return fitted
+
+    def categorical_columns(self, context: FoldContext) -> list[int]:
+        """Positions of categorical codes in the encoded rows (``"native"`` encoding only)."""
+        return categorical_indices(context.schema) if self.encoding == "native" else []
+
+    def predict(self, X):
+        if self.model_ is None:
+            raise ValueError(f"member {self.name!r} is not fitted")
+        return self.predict_model(self.preprocessor_.transform(X))
+
+    def save_files(self, folder):
+        import skops.io as sio
+
+        sio.dump(self.preprocessor_, folder / "preprocessor.skops")
+        self.save_model(folder / f"model{self.suffix}")
+        return {"encoding": self.encoding, **self.model_settings()}
+
+    def model_settings(self) -> dict:
+        """Extra JSON-able settings :meth:`load_model` needs (none by default)."""
+        return {}
+
+    @classmethod
+    def load_files(cls, folder, name, task, settings):
+        from ensemblex.members.sklearn import load_skops
+
+        member = cls(name, None, settings.get("encoding", "onehot"))
+        member.task = task
+        member.preprocessor_ = load_skops(folder / "preprocessor.skops")
+        member.model_ = cls.load_model(folder / f"model{cls.suffix}", task, settings)
+        return member
+
+    def fingerprint(self):
+        return [self.name, self.family, self.encoding, repr(self.estimator)]
+
+    def _copy(self, task: str) -> TabularMember:
+        fitted = type(self).__new__(type(self))
+        fitted.__dict__.update(self.__dict__)
+        fitted.task = task
+        return fitted
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r}, {self.estimator!r}, {self.encoding!r})"
+
+
+def as_probabilities(proba: np.ndarray) -> np.ndarray:
+    """Probabilities ``(n, k)`` from a library's output; a 1-D binary output is P(class 1)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim == 1:
+        proba = np.stack([1.0 - proba, proba], axis=1)
+    return proba
+
+
+def one_column(values: np.ndarray, task: str) -> np.ndarray:
+    """A single-member prediction ``(n, 1, n_outputs)`` from values ``(n,)`` or probabilities."""
+    if task == "regression":
+        return np.asarray(values, dtype=np.float64).reshape(len(values), 1, 1)
+    return as_probabilities(values)[:, None, :]

@@ -1,0 +1,87 @@
+"""scikit-learn estimators as members, saved with skops and loaded through an allowlist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ensemblex.members.base import TabularMember, one_column
+
+# Types a saved scikit-learn member may contain beyond skops' defaults (which cover
+# scikit-learn's estimators): the compiled pieces of trees, neighbours and optimisers, and
+# ensemblex's own transformer. A file naming any other type is refused.
+TRUSTED_SKOPS_TYPES = frozenset(
+    {
+        "numpy.dtype",
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        "sklearn.metrics._dist_metrics.EuclideanDistance64",
+        "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+        "sklearn.metrics._dist_metrics.ManhattanDistance64",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss.loss.HalfMultinomialLoss",
+        "sklearn._loss.loss.HalfSquaredError",
+        "sklearn._loss.link.IdentityLink",
+        "sklearn._loss.link.LogitLink",
+        "sklearn._loss.link.MultinomialLogit",
+        "sklearn._loss._loss.CyHalfBinomialLoss",
+        "sklearn._loss._loss.CyHalfMultinomialLoss",
+        "sklearn._loss._loss.CyHalfSquaredError",
+        "sklearn.model_selection._split.KFold",
+        "ensemblex.preprocessing.TextCategories",
+    }
+)
+
+_TREE_HINTS = ("Forest", "Trees", "Tree", "HistGradient")
+
+
+def load_skops(path: Path):
+    """Load a skops file, refusing any type outside skops' defaults and our allowlist."""
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable skops file ({exc})") from None
+    refused = sorted(set(untrusted) - TRUSTED_SKOPS_TYPES)
+    if refused:
+        raise ValueError(f"{path}: refuses to load untrusted types {refused}")
+    try:
+        return sio.load(path, trusted=sorted(untrusted))
+    except Exception as exc:  # a damaged file fails inside skops or numpy
+        raise ValueError(f"{path}: not a readable skops file ({exc})") from None
+
+
+class SklearnMember(TabularMember):
+    """Any scikit-learn estimator (trees get ordinal codes, the rest one-hot), saved with
+    skops."""
+
+    family = "sklearn"
+    suffix = ".skops"
+
+    @classmethod
+    def accepts(cls, estimator) -> bool:
+        return hasattr(estimator, "fit") and hasattr(estimator, "predict")
+
+    @classmethod
+    def encoding_for(cls, estimator) -> str:
+        name = type(estimator).__name__
+        return "ordinal" if any(key in name for key in _TREE_HINTS) else "onehot"
+
+    def predict_model(self, X):
+        if self.task == "regression":
+            return one_column(self.model_.predict(X), self.task)
+        return one_column(self.model_.predict_proba(X), self.task)
+
+    def save_model(self, path):
+        import skops.io as sio
+
+        sio.dump(self.model_, path)
+
+    @classmethod
+    def load_model(cls, path, task, settings):
+        return load_skops(path)

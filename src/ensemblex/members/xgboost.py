@@ -1,0 +1,42 @@
+"""XGBoost members, saved as XGBoost's JSON model."""
+
+from __future__ import annotations
+
+from ensemblex.members.base import TabularMember, one_column
+
+
+class XGBoostMember(TabularMember):
+    """An ``XGBRegressor``/``XGBClassifier`` (categorical columns as ordinal codes)."""
+
+    family = "xgboost"
+    suffix = ".json"
+    thread_param = "n_jobs"
+
+    @classmethod
+    def accepts(cls, estimator) -> bool:
+        return type(estimator).__module__.split(".")[0] == "xgboost"
+
+    @classmethod
+    def encoding_for(cls, estimator) -> str:
+        return "native"
+
+    def predict_model(self, X):
+        if self.task == "regression":
+            return one_column(self.model_.predict(X), self.task)
+        return one_column(self.model_.predict_proba(X), self.task)
+
+    def save_model(self, path):
+        self.model_.save_model(str(path))
+
+    @classmethod
+    def load_model(cls, path, task, settings):
+        import xgboost as xgb
+
+        model = xgb.XGBRegressor() if task == "regression" else xgb.XGBClassifier()
+        try:
+            model.load_model(str(path))
+        except xgb.core.XGBoostError as exc:
+            # XGBoost appends a C++ stack trace: keep the first line only
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{path}: not a readable XGBoost model ({first})") from None
+        return model
