@@ -27,7 +27,6 @@ import numpy as np
 
 from ensemblex.cascade import Cascade
 from ensemblex.ensemble import EnsembleClassifier
-from ensemblex.members.families import predict_outputs
 from ensemblex.metrics.selective import coverage_at_risk
 from ensemblex.tasks import encode_labels
 
@@ -36,19 +35,18 @@ from zoo import CACHE, load_dataset
 
 
 def member_costs(model: EnsembleClassifier, X, weights) -> np.ndarray:
-    """Seconds per row to predict with each member (all of its fold models), best of 3;
-    members the ensemble gives no weight never run and are not timed."""
+    """Seconds per row to predict with each member (all of its fold models, encodings
+    included), best of 3; members the ensemble gives no weight never run and are not timed."""
     X = model.schema_.check(X)
     costs = []
-    for folds, weight in zip(model._models, weights):
+    for member, weight in zip(model.fitted_members_, weights):
         if weight == 0:
             costs.append(0.0)
             continue
         best = np.inf
         for _ in range(3):
             start = time.perf_counter()
-            for preprocessor, fold_model in folds:
-                predict_outputs(fold_model, preprocessor.transform(X), model.task_)
+            member.predict(X)
             best = min(best, time.perf_counter() - start)
         costs.append(best / len(X))
     return np.asarray(costs)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from ensemblex.members.skops_io import load_skops
 from ensemblex.preprocessing import ENCODINGS, Schema, categorical_indices, make_preprocessor
 
 MEMBER_FILE = "member.json"
@@ -260,8 +261,6 @@ class TabularMember(Member):
 
     @classmethod
     def load_files(cls, folder, name, task, settings):
-        from ensemblex.members.sklearn import load_skops
-
         member = cls(name, None, settings.get("encoding", "onehot"))
         member.task = task
         member.preprocessor_ = load_skops(folder / "preprocessor.skops")

@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from ensemblex.members.base import FoldContext, Member, one_column
-from ensemblex.members.sklearn import load_skops
+from ensemblex.members.skops_io import load_skops
 
 
 class TfidfLogistic(Member):
