@@ -28,16 +28,25 @@ class FoldTask:
     valid: np.ndarray
 
 
-def make_splits(y: np.ndarray, task: str, folds: int, random_state: int) -> list:
-    """K folds over the training rows, stratified for classification."""
+def make_splits(y: np.ndarray, task: str, folds: int, random_state: int, classes=None) -> list:
+    """K folds over the training rows, stratified for classification.
+
+    ``y`` holds class codes for classification; ``classes`` (their labels) name a class that
+    is too rare in the error.
+    """
+    if folds < 2 or folds > len(y):
+        raise ValueError(f"folds must be between 2 and the {len(y)} rows, however: folds={folds}")
     if task == "regression":
         splitter = KFold(folds, shuffle=True, random_state=random_state)
     else:
         counts = np.bincount(y)
         if counts.min() < folds:
+            code = int(counts.argmin())
+            label = classes[code] if classes is not None else f"code {code}"
             raise ValueError(
-                f"class code {int(counts.argmin())} has {int(counts.min())} rows; "
-                f"{folds}-fold cross-fitting needs at least {folds} rows per class"
+                f"class {label!r} has {int(counts.min())} rows; {folds}-fold cross-fitting "
+                f"needs at least {folds} rows per class (use fewer folds, merge rare classes, "
+                "or --task regression for an ordered target)"
             )
         splitter = StratifiedKFold(folds, shuffle=True, random_state=random_state)
     return list(splitter.split(np.zeros(len(y)), y))

@@ -34,7 +34,7 @@ from ensemblex.members.prefitted import PrefittedMember
 from ensemblex.members.zoo import resolve_members
 from ensemblex.metrics import get_metric
 from ensemblex.predictions import Predictions
-from ensemblex.preprocessing import Schema, infer_schema
+from ensemblex.preprocessing import Schema, infer_schema, with_ranges
 from ensemblex.store import RunStore, sha256_file, write_text_atomic
 from ensemblex.tasks import encode_labels
 
@@ -145,6 +145,8 @@ class Ensemble(BaseEstimator):
         if pd.isna(y).any():
             raise ValueError(f"y is missing at row {int(np.argmax(pd.isna(y)))}")
         self.schema_ = infer_schema(X, source="X")
+        X = self.schema_.check(X, source="X")  # mostly-numeric text columns become numbers
+        self.schema_ = with_ranges(self.schema_, X)
         if self._classifier:
             self.classes_, codes = np.unique(y, return_inverse=True)
             if len(self.classes_) < 2:
@@ -160,7 +162,11 @@ class Ensemble(BaseEstimator):
         members = resolve_members(self.members, self.task_, self.random_state)
         _check_prefitted_classes(members, self.classes_)
         splits = make_splits(
-            codes if self._classifier else y, self.task_, int(self.cv), self.random_state
+            codes if self._classifier else y,
+            self.task_,
+            int(self.cv),
+            self.random_state,
+            classes=self.classes_,
         )
         temporary = not self.work_dir
         root = Path(tempfile.mkdtemp(prefix="ensemblex-")) if temporary else Path(self.work_dir)
@@ -260,6 +266,12 @@ class Ensemble(BaseEstimator):
         return board.iloc[order].reset_index(drop=True)
 
     # ------------------------------------------------------------ predict
+    def unusual_inputs(self, X) -> list[str]:
+        """What in new rows the model never saw in training (entirely missing columns, unseen
+        categories, values far outside the training range), one message per column."""
+        self._check_fitted()
+        return self.schema_.unusual_inputs(self.schema_.check(_as_frame(X), source="X"))
+
     def member_predictions(self, X) -> Predictions:
         """Every member's predictions on new rows: the mean of its fold models."""
         self._check_fitted()

@@ -88,45 +88,45 @@ def run_experiment(
         X_all, y_all.to_numpy(), test_size=test_size, random_state=seed, stratify=stratify
     )
     run = RunFolder(out)
-    estimator = EnsembleRegressor if task == "regression" else EnsembleClassifier
-    model = estimator(
-        members=members,
-        cv=folds,
-        random_state=seed,
-        backend=backend,
-        n_jobs=n_jobs,
-        ray_address=ray_address,
-        work_dir=run.work_dir,
-    )
-    model.fit(X.reset_index(drop=True), y, progress=progress)
-    P_test = model.member_predictions(X_test)
-    board = test_leaderboard(model, P_test, y_test)
-    summary = {
-        "data": str(source),
-        "target": target,
-        "task": task,
-        "zoo": zoo_label if zoo_label is not None else str(members),
-        "folds": folds,
-        "test_size": test_size,
-        "seed": seed,
-        "backend": backend,
-        "metric": model.metric_.name,
-        "greater_is_better": model.metric_.greater_is_better,
-        "chosen": getattr(model.combiner_, "method_", type(model.combiner_).__name__),
-        "rows": {"train": len(X), "test": len(X_test)},
-        "columns": {
-            "numeric": model.schema_.numeric,
-            "categorical": model.schema_.categorical,
-        },
-        "dropped_columns": model.schema_.dropped,
-        "leaderboard": json.loads(board.to_json(orient="records")),
-        "seconds": None,
-    }
-    summary["seconds"] = time.perf_counter() - start
-    run.write(model, {"oof": (model.oof_, y), "test": (P_test, y_test)}, summary)
-    from ensemblex.report import build_report
+    with run.lock():
+        estimator = EnsembleRegressor if task == "regression" else EnsembleClassifier
+        model = estimator(
+            members=members,
+            cv=folds,
+            random_state=seed,
+            backend=backend,
+            n_jobs=n_jobs,
+            ray_address=ray_address,
+            work_dir=run.work_dir,
+        )
+        model.fit(X.reset_index(drop=True), y, progress=progress)
+        P_test = model.member_predictions(X_test)
+        board = test_leaderboard(model, P_test, y_test)
+        summary = {
+            "data": str(source),
+            "target": target,
+            "task": task,
+            "zoo": zoo_label if zoo_label is not None else str(members),
+            "folds": folds,
+            "test_size": test_size,
+            "seed": seed,
+            "backend": backend,
+            "metric": model.metric_.name,
+            "greater_is_better": model.metric_.greater_is_better,
+            "chosen": getattr(model.combiner_, "method_", type(model.combiner_).__name__),
+            "rows": {"train": len(X), "test": len(X_test)},
+            "columns": {
+                "numeric": model.schema_.numeric,
+                "categorical": model.schema_.categorical,
+            },
+            "dropped_columns": model.schema_.dropped,
+            "leaderboard": json.loads(board.to_json(orient="records")),
+            "seconds": time.perf_counter() - start,
+        }
+        run.write(model, {"oof": (model.oof_, y), "test": (P_test, y_test)}, summary)
+        from ensemblex.report import build_report
 
-    build_report(Path(out))
+        build_report(Path(out))
     return summary
 
 

@@ -15,7 +15,7 @@ Each member family gets its own encoding, fitted inside each fold:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -46,12 +46,19 @@ class Schema:
         ID-like columns left out.
     dtypes : dict of str to str
         The pandas dtype of every column the table had (features and dropped).
+    ranges : dict of str to [min, max]
+        Each numeric feature's training range (for warnings on new rows).
+    categories : dict of str to list of str
+        Each categorical feature's training categories (up to :data:`MAX_KEPT_CATEGORIES`;
+        columns with more are not checked).
     """
 
     numeric: list[str]
     categorical: list[str]
     dropped: list[str] = field(default_factory=list)
     dtypes: dict[str, str] = field(default_factory=dict)
+    ranges: dict[str, list[float]] = field(default_factory=dict)
+    categories: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def features(self) -> list[str]:
@@ -63,6 +70,8 @@ class Schema:
             "categorical": self.categorical,
             "dropped": self.dropped,
             "dtypes": self.dtypes,
+            "ranges": self.ranges,
+            "categories": self.categories,
         }
 
     @classmethod
@@ -72,7 +81,39 @@ class Schema:
             list(data["categorical"]),
             list(data["dropped"]),
             dict(data["dtypes"]),
+            {str(k): [float(v[0]), float(v[1])] for k, v in data.get("ranges", {}).items()},
+            {str(k): [str(c) for c in v] for k, v in data.get("categories", {}).items()},
         )
+
+    def unusual_inputs(self, X: pd.DataFrame) -> list[str]:
+        """What in checked rows ``X`` (from :meth:`check`) the model never saw in training:
+        columns entirely missing, unseen categories, values outside the training range by
+        more than its width. One message per column; empty when nothing is unusual."""
+        notes = []
+        for col in self.features:
+            values = X[col]
+            if values.isna().all():
+                notes.append(f"column {col!r} is entirely missing")
+            elif col in self.ranges:
+                low, high = self.ranges[col]
+                width = max(high - low, np.finfo(float).tiny)
+                far = (values < low - width) | (values > high + width)
+                if far.any():
+                    notes.append(
+                        f"column {col!r} has {int(far.sum())} value(s) far outside the training "
+                        f"range [{low:g}, {high:g}] (e.g. {float(values[far].iloc[0]):g})"
+                    )
+            elif col in self.categories:
+                seen = set(self.categories[col])
+                text = values.dropna().astype(str)
+                new = text[~text.isin(seen)]
+                if len(new):
+                    examples = sorted(set(new))[:5]
+                    notes.append(
+                        f"column {col!r} has {len(new)} value(s) in categories never seen in "
+                        f"training {examples}"
+                    )
+        return notes
 
     def check(self, X: pd.DataFrame, source: str = "data") -> pd.DataFrame:
         """Validate a table against the schema; return its feature columns in training order,
@@ -93,13 +134,47 @@ class Schema:
             raise ValueError(
                 f"{source}: unexpected columns {extra}; the model knows {self.features}"
             )
+        coerced = {}
         for col in self.numeric:
-            if not _is_numeric(X[col]):
+            if _is_numeric(X[col]):
+                continue
+            numbers = _as_numbers(X[col], col, source)
+            if numbers is None:
                 raise ValueError(
                     f"{source}: column {col!r} has dtype {X[col].dtype}; expected numbers "
                     f"(trained as {self.dtypes.get(col, 'numeric')})"
                 )
+            coerced[col] = numbers
+        if coerced:
+            X = X.assign(**coerced)
         return X[self.features + [c for c in self.dropped if c in X.columns]]
+
+
+# A text column whose cells all parse as numbers but this share (of its non-missing cells) is
+# read as numbers, the others as missing: one "n/a " or "unknown" must not turn Age into a
+# category or an ID.
+MAX_NON_NUMERIC_SHARE = 0.01
+
+
+def _as_numbers(col: pd.Series, name, source: str, warn: bool = True) -> pd.Series | None:
+    """``col`` as floats when at most :data:`MAX_NON_NUMERIC_SHARE` of its non-missing cells
+    are not numbers (those become missing, with a warning naming them); else None."""
+    present = col.dropna()
+    if len(present) == 0 or pd.api.types.is_bool_dtype(col):
+        return None
+    numbers = pd.to_numeric(present.astype(str).str.strip(), errors="coerce")
+    bad = numbers.isna()
+    if bad.all() or bad.sum() > MAX_NON_NUMERIC_SHARE * len(present):
+        return None
+    if bad.any() and warn:
+        values = sorted({str(v) for v in present[bad]})[:5]
+        log.warning(
+            "%s: column %r is numeric but for %d cell(s) %s; read as missing",
+            source, name, int(bad.sum()), values,
+        )
+    out = pd.Series(np.nan, index=col.index, dtype=np.float64)
+    out[present.index] = numbers.to_numpy(dtype=np.float64)
+    return out
 
 
 def _is_numeric(col: pd.Series) -> bool:
@@ -118,16 +193,44 @@ def infer_schema(X: pd.DataFrame, source: str = "data") -> Schema:
         raise ValueError(f"{source}: the table has no feature columns or no rows")
     numeric, categorical, dropped = [], [], []
     for col in X.columns:
-        if _looks_like_id(X[col], str(col)):
+        values = X[col]
+        if not _is_numeric(values):  # mostly numbers: numeric, the odd cell missing
+            numbers = _as_numbers(values, col, source, warn=False)  # check() warns
+            values = values if numbers is None else numbers
+        if _looks_like_id(values, str(col)):
             dropped.append(col)
-        elif _is_numeric(X[col]):
+        elif _is_numeric(values):
             numeric.append(col)
         else:
             categorical.append(col)
     if dropped:
         log.warning("%s: dropping ID-like columns %s", source, dropped)
     dtypes = {str(c): str(X[c].dtype) for c in X.columns}
-    return Schema(numeric, categorical, dropped, dtypes)
+    return Schema(numeric, categorical, dropped, dtypes, {}, _categories(X, categorical))
+
+
+def with_ranges(schema: Schema, X: pd.DataFrame) -> Schema:
+    """``schema`` with each numeric feature's range over checked rows ``X``."""
+    ranges = {}
+    for col in schema.numeric:
+        values = X[col].to_numpy(dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        if len(finite):
+            ranges[str(col)] = [float(finite.min()), float(finite.max())]
+    return replace(schema, ranges=ranges)
+
+
+# Categorical columns with more categories than this are not checked for unseen ones.
+MAX_KEPT_CATEGORIES = 1000
+
+
+def _categories(X: pd.DataFrame, columns: list) -> dict[str, list[str]]:
+    kept = {}
+    for col in columns:
+        values = X[col].dropna().astype(str).unique()
+        if len(values) <= MAX_KEPT_CATEGORIES:
+            kept[str(col)] = sorted(values)
+    return kept
 
 
 def _looks_like_id(col: pd.Series, name: str) -> bool:

@@ -15,6 +15,8 @@ The CLI, the report and the cascade read a run through :class:`RunFolder`.
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
@@ -30,6 +32,7 @@ TEST = "test.parquet"
 LEADERBOARD = "leaderboard.json"
 REPORT = "report.html"
 WORK = "work"
+LOCK = ".lock"
 _SUMMARY_KEYS = ("target", "task", "metric", "greater_is_better", "chosen", "leaderboard")
 
 
@@ -57,6 +60,36 @@ class RunFolder:
     @property
     def report_path(self) -> Path:
         return self.root / REPORT
+
+    @contextmanager
+    def lock(self):
+        """Hold the folder's lock file (with this process's id) while writing it.
+
+        A second writer is refused with a message naming the holder; a lock left by a process
+        that no longer runs (killed) is taken over.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                holder = _lock_holder(path)
+                if holder is not None and holder != os.getpid() and _alive(holder):
+                    raise ValueError(
+                        f"{self.root}: another ensemblex process (pid {holder}) is writing "
+                        "this run folder; wait for it or choose another --out"
+                    ) from None
+                path.unlink(missing_ok=True)  # stale: its process is gone
+        else:
+            raise ValueError(f"{self.root}: cannot take the lock {path}")
+        try:
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            yield self
+        finally:
+            path.unlink(missing_ok=True)
 
     def is_run(self) -> bool:
         """Whether the folder holds a finished run (its leaderboard is written last)."""
@@ -130,6 +163,23 @@ class RunFolder:
         self.__dict__.pop("summary", None)
         self.__dict__.pop("oof", None)
         self.__dict__.pop("test", None)
+
+
+def _lock_holder(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def model_dir(path) -> Path:

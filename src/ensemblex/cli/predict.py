@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ensemblex.cli.app import app, console, fail
+from ensemblex.cli.app import app, console, err_console, fail
 
 
 @app.command()
@@ -18,6 +18,7 @@ def predict(
     """Predict new rows with a saved ensemble; the columns must match its training schema."""
     from ensemblex.ensemble import Ensemble
     from ensemblex.runs import RunFolder, model_dir
+    from ensemblex.store import write_json_atomic
     from ensemblex.tables import read_data, write_frame
 
     try:
@@ -29,8 +30,13 @@ def predict(
         run = RunFolder(run_dir)
         if run.is_run():  # a table that still holds the target: predict without it
             frame = frame.drop(columns=[run.summary["target"]], errors="ignore")
+        notes = model.unusual_inputs(frame)
         result = model.prediction_frame(frame)
         write_frame(result, out)
+        sidecar = out.with_name(out.name + ".json")
+        write_json_atomic({"rows": len(result), "model": str(run_dir), "warnings": notes}, sidecar)
     except (ValueError, TypeError, OSError) as exc:
         fail(f"{data}: {exc}" if str(data) not in str(exc) else str(exc))
-    console.print(f"wrote {len(result)} predictions to {out}")
+    for note in notes:
+        err_console.print(f"[yellow]warning:[/] {data}: {note}", highlight=False)
+    console.print(f"wrote {len(result)} predictions to {out} (and {sidecar.name})")
