@@ -60,5 +60,54 @@ def test_schema_check_names_bad_columns(table):
     with pytest.raises(ValueError, match=wrong_dtype):
         schema.check(table.assign(income="high"), source="new.csv")
     checked = schema.check(table[::-1].copy())
-    assert list(checked.columns) == schema.features + ["customer_id", "name"]
-    assert list(schema.check(table.drop(columns="name")).columns) == [*schema.features, "customer_id"]
+    assert list(checked.columns) == [*schema.features, "customer_id", "name"]
+    without_name = schema.check(table.drop(columns="name"))
+    assert list(without_name.columns) == [*schema.features, "customer_id"]
+
+
+def test_a_few_text_cells_keep_a_column_numeric_and_become_missing(table, caplog):
+    noisy = table.assign(
+        age=table["age"].astype(object), income=table["income"].astype(str)
+    )
+    noisy.loc[3, "age"] = "unknown"
+    noisy.loc[5, "income"] = "n/a "
+    schema = infer_schema(noisy, source="train.csv")
+    assert schema.numeric == ["age", "income"] and "age" not in schema.categorical
+    with caplog.at_level(logging.WARNING):
+        checked = schema.check(noisy, source="train.csv")
+    assert checked["age"].dtype == np.float64 and np.isnan(checked.loc[3, "age"])
+    np.testing.assert_array_equal(checked["age"].drop(index=3), table["age"].drop(index=3))
+    assert np.isnan(checked.loc[5, "income"])
+    text = caplog.text
+    assert "column 'age' is numeric but for 1 cell(s) ['unknown']" in text
+    assert "column 'income' is numeric but for 1 cell(s) ['n/a ']" in text
+    # more than 1% of cells that are not numbers: the column is text after all
+    many = table.assign(age=table["age"].astype(object))
+    many.loc[:2, "age"] = "unknown"
+    assert "age" in infer_schema(many).categorical
+    # a mostly-numeric ID-named column of repeated values is never dropped as an ID
+    ids = table.assign(account_id=table["age"].astype(object))
+    ids.loc[0, "account_id"] = "?"
+    assert "account_id" in infer_schema(ids).numeric
+
+
+def test_unusual_inputs_name_missing_columns_new_categories_and_far_values(table):
+    from ensemblex.preprocessing import with_ranges
+
+    schema = infer_schema(table)
+    schema = with_ranges(schema, schema.check(table))
+    assert schema.ranges["age"] == [table["age"].min(), table["age"].max()]
+    assert schema.unusual_inputs(schema.check(table)) == []
+    new = table.head(10).assign(income=np.nan)
+    new.loc[[0, 1], "city"] = "oslo"
+    new.loc[2, "age"] = 1000.0
+    notes = schema.unusual_inputs(schema.check(new))
+    low, high = schema.ranges["age"]
+    assert notes == [
+        f"column 'age' has 1 value(s) far outside the training range [{low:g}, {high:g}] "
+        "(e.g. 1000)",
+        "column 'income' is entirely missing",
+        "column 'city' has 2 value(s) in categories never seen in training ['oslo']",
+    ]
+    # the ranges and categories travel with the schema
+    assert Schema.from_dict(schema.to_dict()) == schema

@@ -237,7 +237,9 @@ def _looks_like_id(col: pd.Series, name: str) -> bool:
     n = len(col)
     unique_share = col.nunique(dropna=True) / max(n, 1)
     if not _is_numeric(col):
-        return n >= 20 and unique_share >= _ID_UNIQUE_SHARE
+        # names and codes, not numbers with a few odd cells (those stay as categories)
+        mostly_numbers = pd.to_numeric(col.dropna().astype(str), errors="coerce").notna().mean()
+        return n >= 20 and unique_share >= _ID_UNIQUE_SHARE and mostly_numbers < 0.5
     # A numeric column is an ID when its name says so and every value is a distinct integer.
     named = name.lower().replace(" ", "").endswith(_ID_NAME_HINTS) or name.lower() in _ID_NAME_HINTS
     integral = pd.api.types.is_integer_dtype(col) or bool(
