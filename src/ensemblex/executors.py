@@ -43,10 +43,29 @@ def run_tasks(
 def _run_local(fn, tasks, args, jobs, n_threads) -> Iterator[str]:
     if jobs == 1:
         return (fn(task, *args, n_threads) for task in tasks)
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed, parallel_config
 
-    parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
+    with parallel_config(backend="loky", initializer=exit_with_parent, initargs=(os.getpid(),)):
+        parallel = Parallel(n_jobs=jobs, return_as="generator_unordered")
     return parallel(delayed(fn)(task, *args, n_threads) for task in tasks)
+
+
+def exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """In a worker process: exit as soon as ``parent`` is gone (``kill -9`` of the CLI), so
+    no worker outlives the command that started it.
+
+    Polls the parent id from a daemon thread: Linux's parent-death signal would fire when the
+    *thread* that spawned the worker ends, which in loky is not the main thread.
+    """
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 def _run_ray(fn, tasks, args, jobs, n_threads, address) -> Iterator[str]:
