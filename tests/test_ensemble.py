@@ -236,3 +236,25 @@ def test_prefitted_members_are_used_as_they_are(churn_table, tmp_path):
         EnsembleClassifier(members=[prefitted("mine", outside)], cv=3).fit(
             X[:300], np.where(y[:300] == 1, "left", "stayed")
         )
+
+
+def test_signed_models_refuse_unsigned_and_wrongly_signed(fitted_churn, tmp_path, monkeypatch):
+    model, X_new = fitted_churn
+    signed = model.save(tmp_path / "signed", key="s3cret")
+    expected = model.predict_proba(X_new)
+    np.testing.assert_array_equal(
+        EnsembleClassifier.load(signed, key="s3cret").predict_proba(X_new), expected
+    )
+    with pytest.raises(ValueError, match="wrong signature"):
+        EnsembleClassifier.load(signed, key="other")
+    unsigned = model.save(tmp_path / "unsigned")
+    with pytest.raises(ValueError, match="not signed"):
+        EnsembleClassifier.load(unsigned, key="s3cret")
+    # an attacker who edits the manifest and redoes its digest cannot redo the signature
+    manifest = json.loads((signed / "manifest.json").read_text())
+    manifest["classes"] = manifest["classes"][::-1]
+    rewrite_manifest(signed, manifest)
+    monkeypatch.setenv("ENSEMBLEX_SIGNING_KEY", "s3cret")
+    with pytest.raises(ValueError, match="wrong signature"):
+        EnsembleClassifier.load(signed)
+    EnsembleClassifier.load(unsigned, key=b"")  # an empty key means no signature check

@@ -12,6 +12,7 @@ symbolic links, and never unpickles.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -42,6 +43,8 @@ FORMAT = "ensemblex-ensemble"
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest.sha256"
+MANIFEST_SIGNATURE = "manifest.sig"
+SIGNING_KEY_ENV = "ENSEMBLEX_SIGNING_KEY"
 _PACKAGES = (
     "ensemblex",
     "numpy",
@@ -303,22 +306,32 @@ class Ensemble(BaseEstimator):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit or load first")
 
     # ------------------------------------------------------------ save / load
-    def save(self, path) -> Path:
+    def save(self, path, key: str | bytes | None = None) -> Path:
         """Save to a directory: written beside it, then swapped in, so that a complete model
-        is on disk at every moment (the previous one until the new one is in place)."""
+        is on disk at every moment (the previous one until the new one is in place).
+
+        Parameters
+        ----------
+        path : path
+        key : str or bytes, optional
+            Signing key (default: the ``ENSEMBLEX_SIGNING_KEY`` environment variable): adds
+            ``manifest.sig``, an HMAC-SHA256 of the manifest's digest, which ``load`` with the
+            same key requires. The digests alone detect damage; only a signature detects
+            tampering by someone who can also rewrite them.
+        """
         self._check_fitted()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
         try:
-            self._write(tmp)
+            self._write(tmp, _signing_key(key))
             _swap_in(tmp, path)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return path
 
-    def _write(self, folder: Path) -> None:
+    def _write(self, folder: Path, key: bytes | None) -> None:
         members = []
         for m in self.fitted_members_:
             folds = []
@@ -365,12 +378,18 @@ class Ensemble(BaseEstimator):
         write_text_atomic(text, folder / MANIFEST)
         digest = hashlib.sha256(text.encode()).hexdigest()
         write_text_atomic(f"{digest}  {MANIFEST}\n", folder / MANIFEST_DIGEST)
+        if key is not None:
+            write_text_atomic(_signature(key, digest) + "\n", folder / MANIFEST_SIGNATURE)
 
     @classmethod
-    def load(cls, path):
-        """Load a saved ensemble; refuses changed, missing, foreign or outside files."""
+    def load(cls, path, key: str | bytes | None = None):
+        """Load a saved ensemble; refuses changed, missing, foreign or outside files.
+
+        With a signing ``key`` (default: the ``ENSEMBLEX_SIGNING_KEY`` environment variable)
+        an unsigned or wrongly signed model is refused too.
+        """
         path = Path(path)
-        manifest = _read_manifest(path)
+        manifest = _read_manifest(path, _signing_key(key))
         try:
             return cls._from_manifest(path, manifest)
         except (KeyError, TypeError, AttributeError, IndexError) as exc:
@@ -436,7 +455,19 @@ def _swap_in(new: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _read_manifest(path: Path) -> dict:
+def _signing_key(key) -> bytes | None:
+    """The key to sign or check with: ``key``, else the environment's; empty means none."""
+    key = key if key is not None else os.environ.get(SIGNING_KEY_ENV)
+    if not key:
+        return None
+    return key.encode() if isinstance(key, str) else bytes(key)
+
+
+def _signature(key: bytes, digest: str) -> str:
+    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+
+
+def _read_manifest(path: Path, key: bytes | None = None) -> dict:
     file = path / MANIFEST
     if not file.is_file() or file.is_symlink():
         raise ValueError(f"{path}: no {MANIFEST}; not a saved ensemblex ensemble")
@@ -449,6 +480,13 @@ def _read_manifest(path: Path) -> dict:
         raise ValueError(
             f"{file}: does not match {MANIFEST_DIGEST} (changed or damaged); refusing to load"
         )
+    if key is not None:
+        sig_file = path / MANIFEST_SIGNATURE
+        if not sig_file.is_file() or sig_file.is_symlink():
+            raise ValueError(f"{path}: not signed ({MANIFEST_SIGNATURE} missing); refusing")
+        found = sig_file.read_text(errors="replace").strip()
+        if not hmac.compare_digest(found, _signature(key, expected[0])):
+            raise ValueError(f"{path}: wrong signature for this key; refusing to load")
     try:
         manifest = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -480,7 +518,7 @@ def _verify_files(path: Path, listed: dict) -> None:
         if sub.is_symlink():
             raise ValueError(f"{path}: refuses to load: {sub.relative_to(path)} is a symbolic link")
     present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
-    present -= {MANIFEST, MANIFEST_DIGEST}
+    present -= {MANIFEST, MANIFEST_DIGEST, MANIFEST_SIGNATURE}
     foreign = sorted(present - set(listed))
     if foreign:
         raise ValueError(f"{path}: refuses to load: files not listed in the manifest {foreign}")
