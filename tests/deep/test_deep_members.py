@@ -7,8 +7,7 @@ from sklearn.datasets import load_diabetes
 
 from ensemblex.deep import DeepEnsembleRegressor, TabMClassifier
 from ensemblex.ensemble import EnsembleRegressor
-from ensemblex.members import zoo
-from ensemblex.members import family_of
+from ensemblex.members import family_of, zoo
 
 
 def test_deep_zoo_adds_an_mlp_ensemble_and_tabm_as_many_columns():

@@ -10,8 +10,7 @@ from sklearn.model_selection import train_test_split
 from ensemblex import GreedySelection
 from ensemblex.deep import TabMClassifier, TabMRegressor
 from ensemblex.ensemble import EnsembleClassifier
-from ensemblex.members import zoo
-from ensemblex.members import family_of
+from ensemblex.members import family_of, zoo
 from ensemblex.members.torch import load_torch
 
 # one thread: tiny networks gain nothing from more, and a busy machine loses a lot

@@ -7,7 +7,8 @@
   evaluated together by :func:`stacked_predictions`;
 - weight space: :func:`uniform_soup`, :func:`greedy_soup`, :func:`wise_ft`;
 - distillation into one student: :func:`distill`, :func:`flops_per_sample`,
-  :func:`share_of_gain_kept`.
+  :func:`share_of_gain_kept`;
+- one training loop under all of them: :func:`ensemblex.deep.training.train`.
 """
 
 from ensemblex.deep.batched import BatchedLinear, BatchedMLP

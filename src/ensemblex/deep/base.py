@@ -16,43 +16,6 @@ from ensemblex.deep.serialization import TorchMembersMixin
 from ensemblex.predictions import Predictions
 
 
-class EarlyStopping:
-    """Keeps the weights of the epoch with the lowest validation loss and says when
-    ``patience`` epochs have passed without a better one.
-
-    Examples
-    --------
-    >>> stop = EarlyStopping(torch.nn.Linear(2, 1), patience=2)
-    >>> [stop.step(loss) for loss in (1.0, 0.5, 0.7, 0.6)]
-    [False, False, False, True]
-    >>> stop.best, stop.history
-    (0.5, [1.0, 0.5, 0.7, 0.6])
-    """
-
-    def __init__(self, model: torch.nn.Module, patience: int):
-        self.model, self.patience = model, int(patience)
-        self.best, self.state, self.waited, self.history = float("inf"), None, 0, []
-
-    def step(self, loss: float) -> bool:
-        """Record one epoch's validation loss; True when training should stop."""
-        self.history.append(loss)
-        if loss < self.best - 1e-6:
-            self.best, self.waited = loss, 0
-            self.state = {n: t.detach().clone() for n, t in self.model.state_dict().items()}
-        else:
-            self.waited += 1
-        return self.waited >= self.patience
-
-    def restore(self) -> None:
-        """Load the best epoch's weights back into the model."""
-        if self.state is None:
-            raise ValueError(
-                f"no epoch reached a finite validation loss (history={self.history}); "
-                "lower lr or raise max_epochs"
-            )
-        self.model.load_state_dict(self.state)
-
-
 class DeepMembersBase(TorchMembersMixin, BaseEstimator):
     """Base of the deep estimators: ``fit`` with ``n_threads``, ``member_predictions``."""
 

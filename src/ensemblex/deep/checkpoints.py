@@ -19,13 +19,18 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
-from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ensemblex.deep.training import (
+    StateDict,
+    as_inputs,
+    as_targets,
+    clone_state,
+    supervised_loss,
+    train,
+)
 from ensemblex.predictions import Predictions
 from ensemblex.tasks import check_task, is_classification
-
-StateDict = dict[str, torch.Tensor]
 
 
 def check_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]], name: str) -> None:
@@ -48,7 +53,7 @@ def check_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]], name: s
                 )
 
 
-def _check_fits(module: nn.Module, state_dict: Mapping[str, torch.Tensor], name: str) -> None:
+def check_fits(module: nn.Module, state_dict: Mapping[str, torch.Tensor], name: str) -> None:
     """Raise unless ``state_dict`` has exactly the keys and shapes of ``module``'s state."""
     own = module.state_dict()
     if set(own) != set(state_dict):
@@ -62,41 +67,6 @@ def _check_fits(module: nn.Module, state_dict: Mapping[str, torch.Tensor], name:
                 f"{name}[{key!r}] must have shape {tuple(tensor.shape)} as in the module, "
                 f"however: {tuple(state_dict[key].shape)}"
             )
-
-
-def clone_state(module: nn.Module) -> StateDict:
-    """A detached copy of ``module.state_dict()`` (a later training step does not change it)."""
-    return {key: t.detach().clone() for key, t in module.state_dict().items()}
-
-
-def as_inputs(X) -> torch.Tensor:
-    """``X`` as a float32 tensor (a numpy array or a tensor, any trailing shape)."""
-    X = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)
-    if X.dim() < 2:
-        raise ValueError(f"X must be (n_samples, ...), however: X.shape={tuple(X.shape)}")
-    return X.float()
-
-
-def as_targets(y, task: str, n: int) -> torch.Tensor:
-    """Class codes ``0..k-1`` (int64) for classification, float32 values for regression."""
-    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
-    if y.shape[0] != n:
-        raise ValueError(f"y must have {n} rows like X, however: y.shape={tuple(y.shape)}")
-    if not is_classification(task):
-        return y.float().reshape(n)
-    if y.is_floating_point() and not torch.equal(y, y.round()):
-        raise ValueError(f"y must hold class codes 0..k-1 for task={task!r}, however: {y[:5]}")
-    y = y.long().reshape(n)
-    if y.min() < 0:
-        raise ValueError(f"y must hold class codes 0..k-1, however: min(y)={int(y.min())}")
-    return y
-
-
-def supervised_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    """Cross-entropy on logits ``(B, k)`` for classification; MSE on ``out[:, 0]`` otherwise."""
-    if is_classification(task):
-        return F.cross_entropy(out, y)
-    return F.mse_loss(out.reshape(len(y), -1)[:, 0], y)
 
 
 @dataclass
@@ -208,8 +178,7 @@ def train_snapshots(
         raise ValueError(f"ema_decay must be in (0, 1), however: ema_decay={ema_decay}")
     X = as_inputs(X)
     y = as_targets(y, task, len(X))
-    batch = min(int(batch_size), len(X))
-    steps_per_epoch = len(X) // batch  # the last partial batch is dropped
+    steps_per_epoch = len(X) // min(int(batch_size), len(X))  # the partial batch is dropped
     optimizer = torch.optim.SGD(
         module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
@@ -217,29 +186,28 @@ def train_snapshots(
         optimizer, T_0=epochs_per_cycle * steps_per_epoch
     )
     ema = AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-    generator = torch.Generator().manual_seed(random_state)
-    snapshots, history, lrs = [], [], []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(random_state)
-        for _cycle in range(n_cycles):
-            for _epoch in range(epochs_per_cycle):
-                module.train()
-                lrs.append(optimizer.param_groups[0]["lr"])
-                order = torch.randperm(len(X), generator=generator)
-                total = 0.0
-                for step in range(steps_per_epoch):
-                    idx = order[step * batch : (step + 1) * batch]
-                    optimizer.zero_grad()
-                    loss = supervised_loss(module(X[idx]), y[idx], task)
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    ema.update_parameters(module)
-                    total += float(loss.detach())
-                history.append(total / max(steps_per_epoch, 1))
+    snapshots = []
+
+    def after_step() -> None:
+        scheduler.step()
+        ema.update_parameters(module)
+
+    def after_epoch(epoch: int) -> None:
+        if (epoch + 1) % epochs_per_cycle == 0:  # the end of a cycle: the lowest lr
             snapshots.append(clone_state(module))
-    module.eval()
-    online = clone_state(module)
+
+    result = train(
+        module,
+        lambda rows: supervised_loss(module(X[rows]), y[rows], task),
+        len(X),
+        max_epochs=n_cycles * epochs_per_cycle,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        random_state=random_state,
+        after_step=after_step,
+        after_epoch=after_epoch,
+    )
+    online = clone_state(module)  # train() leaves the module in eval mode
     # AveragedModel also averages integer buffers (BatchNorm's num_batches_tracked): a count
     # is not a weight, so the EMA twin takes the online model's
     ema_state = {
@@ -251,8 +219,8 @@ def train_snapshots(
         online_state=online,
         ema_state=ema_state,
         task=task,
-        history=history,
-        lrs=lrs,
+        history=result.history,
+        lrs=result.lrs,
     )
 
 
@@ -289,7 +257,7 @@ def stacked_predictions(
     """
     check_task(task)
     check_state_dicts(state_dicts, "state_dicts")
-    _check_fits(module, state_dicts[0], "state_dicts[0]")
+    check_fits(module, state_dicts[0], "state_dicts[0]")
     # the members' tensors stacked along a new first axis, as stack_module_state would give,
     # without building a module per member
     params = {

@@ -20,12 +20,13 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ensemblex.deep.checkpoints import (
+from ensemblex.deep.training import (
     StateDict,
     as_inputs,
     as_targets,
     clone_state,
     supervised_loss,
+    train,
 )
 from ensemblex.predictions import Predictions
 from ensemblex.tasks import check_task, is_classification
@@ -165,6 +166,12 @@ def distill(
     Returns
     -------
     DistillResult
+
+    Raises
+    ------
+    ValueError
+        When no epoch reaches a finite validation loss, or, without validation, when an
+        epoch's training loss is not finite (lower ``lr``).
     """
     check_task(task)
     if not 0.0 <= alpha <= 1.0:
@@ -173,6 +180,8 @@ def distill(
         raise ValueError(f"temperature must be > 0, however: temperature={temperature}")
     if alpha < 1.0 and y is None:
         raise ValueError(f"y is needed when alpha < 1, however: alpha={alpha}, y=None")
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1, however: epochs={epochs}")
     X = as_inputs(X)
     teacher = _teacher_targets(teacher_outputs, task, len(X))
     targets = as_targets(y, task, len(X)) if y is not None else torch.zeros(len(X))
@@ -181,52 +190,39 @@ def distill(
             f"y must hold codes below the teacher's {teacher.shape[1]} classes, however: "
             f"max(y)={int(targets.max())}"
         )
+    validation_loss = None
     if validation is not None:
         X_val = as_inputs(validation[0])
         y_val = as_targets(validation[1], task, len(X_val))
-    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=weight_decay)
-    batch = min(int(batch_size), len(X))
-    generator = torch.Generator().manual_seed(random_state)
-    result = DistillResult(student, clone_state(student))
-    best, waited = np.inf, 0
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(random_state)
-        for epoch in range(int(epochs)):
-            student.train()
-            order = torch.randperm(len(X), generator=generator)
-            total, steps = 0.0, 0
-            for start in range(0, len(X) - batch + 1, batch):
-                idx = order[start : start + batch]
-                optimizer.zero_grad()
-                loss = distillation_loss(
-                    student(X[idx]),
-                    teacher[idx],
-                    targets[idx],
-                    task=task,
-                    alpha=alpha,
-                    temperature=temperature,
-                )
-                loss.backward()
-                optimizer.step()
-                total, steps = total + float(loss.detach()), steps + 1
-            result.history.append(total / max(steps, 1))
-            if validation is None:
-                result.state, result.best_epoch = clone_state(student), epoch
-                continue
-            student.eval()
-            with torch.no_grad():
-                val = float(supervised_loss(student(X_val), y_val, task))
-            result.val_history.append(val)
-            if val < best - 1e-6:
-                best, waited = val, 0
-                result.state, result.best_epoch = clone_state(student), epoch
-            else:
-                waited += 1
-                if waited >= patience:
-                    break
-    student.load_state_dict(result.state)
-    student.eval()
-    return result
+
+        def validation_loss() -> float:
+            return float(supervised_loss(student(X_val), y_val, task))
+
+    def batch_loss(rows: torch.Tensor) -> torch.Tensor:
+        out = student(X[rows])
+        return distillation_loss(
+            out, teacher[rows], targets[rows], task=task, alpha=alpha, temperature=temperature
+        )
+
+    result = train(
+        student,
+        batch_loss,
+        len(X),
+        max_epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        random_state=random_state,
+        validation_loss=validation_loss,
+        patience=patience,
+    )
+    return DistillResult(
+        student,
+        clone_state(student),
+        history=result.history,
+        val_history=result.val_history,
+        best_epoch=result.best_epoch,
+    )
 
 
 def flops_per_sample(module: nn.Module, x_example) -> float:

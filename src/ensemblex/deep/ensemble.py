@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
-from torch.nn import functional as F
 
-from ensemblex.deep.base import (
-    DeepMembersBase,
-    EarlyStopping,
-    MeanClassifierMixin,
-    MeanRegressorMixin,
-)
+from ensemblex.deep.base import DeepMembersBase, MeanClassifierMixin, MeanRegressorMixin
 from ensemblex.deep.batched import BatchedMLP
 from ensemblex.deep.cnn import BatchedCNN
+from ensemblex.deep.training import (
+    encode_targets,
+    mean_prediction_loss,
+    member_loss,
+    train,
+    validation_split,
+)
 
 ARCHITECTURES = ("mlp", "cnn")
 # rows per forward pass when predicting with the CNN: its activations are
@@ -158,29 +158,6 @@ class _DeepEnsemble(DeepMembersBase):
                 return self.model_(inputs)
             return torch.cat([self.model_(part) for part in inputs.split(_CNN_CHUNK)], dim=1)
 
-    def _targets(self, y: np.ndarray) -> torch.Tensor:
-        if self._classifier:
-            self.classes_, codes = np.unique(y, return_inverse=True)
-            return torch.from_numpy(codes.astype(np.int64))
-        y = np.asarray(y, dtype=np.float32)
-        self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std() or 1.0)
-        return torch.from_numpy((y - self.y_mean_) / self.y_scale_)
-
-    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean of the members' losses: out (K, B, k), y (K, B) or (B,)."""
-        if self._classifier:
-            y = y.expand(out.shape[0], -1) if y.dim() == 1 else y
-            return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
-        y = y.expand(out.shape[0], -1) if y.dim() == 1 else y
-        return F.mse_loss(out[..., 0], y)
-
-    def _ensemble_loss(self, out: torch.Tensor, y: torch.Tensor) -> float:
-        """Validation loss of the ensemble's mean prediction."""
-        if self._classifier:
-            proba = torch.softmax(out, dim=-1).mean(dim=0)
-            return float(F.nll_loss(torch.log(proba.clamp_min(1e-12)), y))
-        return float(F.mse_loss(out[..., 0].mean(dim=0), y))
-
     # ------------------------------------------------------------ fit
     def _fit(self, X, y):
         X = np.asarray(X, dtype=np.float32)
@@ -196,45 +173,41 @@ class _DeepEnsemble(DeepMembersBase):
         for name in ("n_members", "batch_size", "max_epochs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, however: {name}={getattr(self, name)}")
-        torch.manual_seed(self.random_state)
-        generator = torch.Generator().manual_seed(self.random_state)
+        targets = encode_targets(y, classifier=self._classifier)
+        if self._classifier:
+            self.classes_ = targets.classes
+        else:
+            self.y_mean_, self.y_scale_ = targets.mean, targets.scale
+        train_idx, val_idx = validation_split(targets, self.validation_fraction, self.random_state)
+        self.validation_rows_ = np.sort(val_idx)
         self.n_features_in_ = X.shape[1]
         self.x_mean_, self.x_scale_ = self._scaling(X)
-        targets = self._targets(y)
-        stratify = targets.numpy() if self._classifier else None
-        train_idx, val_idx = train_test_split(
-            np.arange(len(y)),
-            test_size=self.validation_fraction,
-            random_state=self.random_state,
-            stratify=stratify,
-        )
-        self.validation_rows_ = np.sort(val_idx)
         inputs = self._inputs(X)
-        X_tr, y_tr = inputs[train_idx], targets[train_idx]
-        X_val, y_val = inputs[val_idx], targets[val_idx]
-        n_out = len(self.classes_) if self._classifier else 1
-        k = int(self.n_members)
-        self.model_ = self._build(n_out, seed=self.random_state)
-        optimizer = torch.optim.AdamW(
-            self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay
+        X_tr, y_tr = inputs[train_idx], targets.values[train_idx]
+        X_val, y_val = inputs[val_idx], targets.values[val_idx]
+        torch.manual_seed(self.random_state)  # DeepMembersBase.fit forks the global generator
+        self.model_ = self._build(len(self.classes_) if self._classifier else 1, self.random_state)
+        kind = {"classifier": self._classifier}
+
+        def batch_loss(rows: torch.Tensor) -> torch.Tensor:  # rows (K, B): a batch per member
+            return member_loss(self.model_(X_tr[rows]), y_tr[rows], **kind)
+
+        result = train(
+            self.model_,
+            batch_loss,
+            len(train_idx),
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            random_state=self.random_state,
+            seed_global=False,
+            n_members=int(self.n_members),
+            validation_loss=lambda: mean_prediction_loss(self._forward(X_val), y_val, **kind),
+            patience=self.patience,
         )
-        batch = min(int(self.batch_size), len(X_tr))
-        stopping = EarlyStopping(self.model_, self.patience)
-        for _epoch in range(int(self.max_epochs)):
-            self.model_.train()
-            # each member draws its own batch order
-            order = torch.argsort(torch.rand(k, len(X_tr), generator=generator), dim=1)
-            for start in range(0, len(X_tr) - batch + 1, batch):
-                idx = order[:, start : start + batch]  # (K, B)
-                optimizer.zero_grad()
-                loss = self._loss(self.model_(X_tr[idx]), y_tr[idx])
-                loss.backward()
-                optimizer.step()
-            if stopping.step(self._ensemble_loss(self._forward(X_val), y_val)):
-                break
-        stopping.restore()
-        self.history_ = stopping.history
-        self.best_validation_loss_ = stopping.best
+        self.history_ = result.val_history
+        self.best_validation_loss_ = result.best_loss
         return self
 
     # ------------------------------------------------------------ predict

@@ -23,13 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ensemblex.deep.checkpoints import (
-    StateDict,
-    _check_fits,
-    as_inputs,
-    as_targets,
-    check_state_dicts,
-)
+from ensemblex.deep.checkpoints import check_fits, check_state_dicts
+from ensemblex.deep.training import StateDict, as_inputs, as_targets
 from ensemblex.tasks import check_task, is_classification
 
 ScoreFn = Callable[[nn.Module], float]
@@ -182,7 +177,7 @@ def greedy_soup(
     GreedySoupResult
     """
     check_state_dicts(state_dicts, "state_dicts")
-    _check_fits(module, state_dicts[0], "state_dicts[0]")
+    check_fits(module, state_dicts[0], "state_dicts[0]")
     scores = [_score_state(module, sd, score_fn) for sd in state_dicts]
     # a stable sort: among equal scores, the earlier state dict is tried first
     order = sorted(range(len(state_dicts)), key=lambda i: -scores[i])
@@ -252,7 +247,7 @@ def wise_ft(
     if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
         raise ValueError(f"alphas must be a non-empty list in [0, 1], however: alphas={alphas}")
     check_state_dicts([base_state, finetuned_state], "[base_state, finetuned_state]")
-    _check_fits(module, base_state, "base_state")
+    check_fits(module, base_state, "base_state")
     scores = {
         a: _score_state(module, interpolate(base_state, finetuned_state, a), score_fn)
         for a in alphas

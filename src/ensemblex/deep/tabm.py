@@ -16,15 +16,15 @@ import time
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import QuantileTransformer
-from torch.nn import functional as F
 
-from ensemblex.deep.base import (
-    DeepMembersBase,
-    EarlyStopping,
-    MeanClassifierMixin,
-    MeanRegressorMixin,
+from ensemblex.deep.base import DeepMembersBase, MeanClassifierMixin, MeanRegressorMixin
+from ensemblex.deep.training import (
+    encode_targets,
+    mean_prediction_loss,
+    member_loss,
+    train,
+    validation_split,
 )
 
 _ARCH_TYPES = ("tabm", "tabm-mini", "tabm-packed")
@@ -198,21 +198,7 @@ class _TabMBase(DeepMembersBase):
             raise ValueError("X holds NaN or inf; impute or drop them first")
         return X
 
-    # ------------------------------------------------------------ losses
-    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean of the heads' losses: out (B, k, n_out), y (B,)."""
-        k = out.shape[1]
-        if self._classifier:
-            return F.cross_entropy(out.flatten(0, 1), y.repeat_interleave(k))
-        return F.mse_loss(out[..., 0], y[:, None].expand(-1, k))
-
-    def _mean_loss(self, out: torch.Tensor, y: torch.Tensor) -> float:
-        """Validation loss of the heads' mean prediction (what early stopping watches)."""
-        if self._classifier:
-            proba = torch.softmax(out, dim=-1).mean(dim=1)
-            return float(F.nll_loss(torch.log(proba.clamp_min(1e-12)), y))
-        return float(F.mse_loss(out[..., 0].mean(dim=1), y))
-
+    # ------------------------------------------------------------ forward
     def _forward_chunks(self, x_num, x_cat, rows: int = 4096) -> torch.Tensor:
         n = len(x_num if x_num is not None else x_cat)
         parts = []
@@ -233,26 +219,14 @@ class _TabMBase(DeepMembersBase):
         if len(X) != len(y):
             raise ValueError(f"X and y differ in length: {len(X)} rows and {len(y)} labels")
         start = time.perf_counter()
-        torch.manual_seed(self.random_state)
-        generator = torch.Generator().manual_seed(self.random_state)
+        torch.manual_seed(self.random_state)  # DeepMembersBase.fit forks the global generator
         self.n_features_in_ = X.shape[1]
+        targets = encode_targets(y, classifier=self._classifier)
         if self._classifier:
-            self.classes_, codes = np.unique(y, return_inverse=True)
-            if len(self.classes_) < 2:
-                raise ValueError(f"y must hold at least 2 classes, however: {self.classes_}")
-            targets = torch.as_tensor(codes, dtype=torch.long)
-            n_out, stratify = len(self.classes_), codes
+            self.classes_ = targets.classes
         else:
-            y = y.astype(np.float64)
-            self.y_mean_, self.y_scale_ = float(y.mean()), float(y.std() or 1.0)
-            targets = torch.as_tensor((y - self.y_mean_) / self.y_scale_, dtype=torch.float32)
-            n_out, stratify = 1, None
-        train_idx, val_idx = train_test_split(
-            np.arange(len(y)),
-            test_size=self.validation_fraction,
-            random_state=self.random_state,
-            stratify=stratify,
-        )
+            self.y_mean_, self.y_scale_ = targets.mean, targets.scale
+        train_idx, val_idx = validation_split(targets, self.validation_fraction, self.random_state)
         self.validation_rows_ = np.sort(val_idx)
         self.features_ = _Features(X[train_idx], self.quantile_transform, self.random_state)
         x_num, x_cat = self.features_(X)
@@ -263,39 +237,44 @@ class _TabMBase(DeepMembersBase):
             n_bins = max(2, min(int(self.n_bins), len(train_idx) - 1))
             bins = compute_bins(x_num[train_idx], n_bins=n_bins)
         self.bins_ = None if bins is None else [b.numpy() for b in bins]
-        self.model_ = self._build(n_out, bins)
-        optimizer = torch.optim.AdamW(
-            self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay
-        )
+        # TabM initialises from the global generator seeded above; training continues it
+        self.model_ = self._build(len(self.classes_) if self._classifier else 1, bins)
 
         def rows(t, idx):
             return None if t is None else t[idx]
 
-        tr = torch.as_tensor(train_idx)
-        val_num, val_cat, y_val = rows(x_num, val_idx), rows(x_cat, val_idx), targets[val_idx]
-        batch = min(int(self.batch_size), len(tr))
-        stopping = EarlyStopping(self.model_, self.patience)
-        for _epoch in range(int(self.max_epochs)):
-            self.model_.train()
-            order = tr[torch.randperm(len(tr), generator=generator)]
-            for s in range(0, len(order) - batch + 1, batch):
-                idx = order[s : s + batch]
-                optimizer.zero_grad()
-                out = self.model_(rows(x_num, idx), rows(x_cat, idx))
-                self._loss(out, targets[idx]).backward()
-                optimizer.step()
-            self.model_.eval()
-            with torch.no_grad():
-                val = self._mean_loss(self._forward_chunks(val_num, val_cat), y_val)
-            over_time = self.max_seconds is not None and (
-                time.perf_counter() - start > self.max_seconds
-            )
-            if stopping.step(val) or over_time:
-                break
-        stopping.restore()
-        self.history_ = stopping.history
-        self.best_validation_loss_ = stopping.best
-        self.n_epochs_ = len(self.history_)
+        tr, y = torch.as_tensor(train_idx), targets.values
+        kind = {"classifier": self._classifier, "member_axis": 1}
+
+        def batch_loss(positions: torch.Tensor) -> torch.Tensor:
+            idx = tr[positions]
+            return member_loss(self.model_(rows(x_num, idx), rows(x_cat, idx)), y[idx], **kind)
+
+        val_num, val_cat, y_val = rows(x_num, val_idx), rows(x_cat, val_idx), y[val_idx]
+
+        def validation_loss() -> float:
+            return mean_prediction_loss(self._forward_chunks(val_num, val_cat), y_val, **kind)
+
+        seconds_left = None
+        if self.max_seconds is not None:
+            seconds_left = self.max_seconds - (time.perf_counter() - start)
+        result = train(
+            self.model_,
+            batch_loss,
+            len(train_idx),
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            random_state=self.random_state,
+            seed_global=False,
+            validation_loss=validation_loss,
+            patience=self.patience,
+            max_seconds=seconds_left,
+        )
+        self.history_ = result.val_history
+        self.best_validation_loss_ = result.best_loss
+        self.n_epochs_ = result.n_epochs
 
     # ------------------------------------------------------------ predict
     def predict_members(self, X) -> np.ndarray:
