@@ -72,28 +72,52 @@ class TorchMembersMixin:
 
     @classmethod
     def load(cls, path):
-        """Load a file written by :meth:`save` (tensors and JSON only: nothing unpickled)."""
+        """Load a file written by :meth:`save` (tensors and JSON only: nothing unpickled).
+
+        The network the config describes is first built on PyTorch's ``meta`` device (no
+        memory) and its parameter shapes checked against the tensors listed in the file's
+        header, so a small file cannot make ``load`` allocate a large network.
+        """
         from safetensors import safe_open
 
         path = Path(path)
         try:
             with safe_open(str(path), framework="pt") as fh:
                 config = json.loads((fh.metadata() or {}).get("config", "{}"))
-                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        except (OSError, ValueError, json.JSONDecodeError) as exc:
+                shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+                if not isinstance(config, dict) or config.get("format") != FORMAT:
+                    raise ValueError("no ensemblex config in its header")
+                if config.get("estimator") != cls.__name__:
+                    raise ValueError(f"it holds a {config.get('estimator')!r}")
+                params = {
+                    k: tuple(v) if isinstance(v, list) else v
+                    for k, v in config["params"].items()
+                }
+                arrays = {
+                    k[7:]: fh.get_tensor(k).numpy() for k in shapes if k.startswith("arrays.")
+                }
+                _check_shapes(cls, params, config["fitted"], arrays, shapes)
+                state = {k[6:]: fh.get_tensor(k) for k in shapes if k.startswith("model.")}
+                self = cls(**params)
+                self._restore(config["fitted"], arrays)
+                self.model_.load_state_dict(state)
+        except Exception as exc:  # SafetensorError, JSON, and a config that does not build
             raise ValueError(f"{path}: not a saved {cls.__name__} ({exc})") from None
-        if config.get("format") != FORMAT or config.get("estimator") != cls.__name__:
-            raise ValueError(f"{path}: not a saved {cls.__name__}")
-        try:
-            params = {
-                k: tuple(v) if isinstance(v, list) else v for k, v in config["params"].items()
-            }
-            self = cls(**params)
-            arrays = {k[7:]: v.numpy() for k, v in tensors.items() if k.startswith("arrays.")}
-            self._restore(config["fitted"], arrays)
-            state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-            self.model_.load_state_dict(state)
-        except (KeyError, TypeError, AttributeError, RuntimeError) as exc:
-            raise ValueError(f"{path}: a {cls.__name__} that does not load ({exc})") from None
         self.model_.eval()
         return self
+
+
+def _check_shapes(cls, params: dict, fitted: dict, arrays: dict, shapes: dict) -> None:
+    """Build the estimator's network on the meta device and compare its parameter shapes
+    with the file's (``model.*`` entries); raise ValueError on any difference."""
+    probe = cls(**params)
+    with torch.device("meta"):
+        probe._restore(fitted, arrays)
+    expected = {f"model.{k}": tuple(v.shape) for k, v in probe.model_.state_dict().items()}
+    found = {k: v for k, v in shapes.items() if k.startswith("model.")}
+    if expected != found:
+        names = expected.keys() | found.keys()
+        differ = sorted(k for k in names if expected.get(k) != found.get(k))
+        raise ValueError(
+            f"the config describes a network whose tensors differ from the file's: {differ[:3]}"
+        )

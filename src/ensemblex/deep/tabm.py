@@ -29,6 +29,9 @@ from ensemblex.deep.training import (
 
 _ARCH_TYPES = ("tabm", "tabm-mini", "tabm-packed")
 _EMBEDDINGS = (None, "piecewise")
+# A bound on piecewise-embedding weights (d_embedding x bins), far above any sane setting, so
+# that a config read from a file cannot make load() allocate without limit.
+_MAX_EMBEDDING_WEIGHTS = 50_000_000
 
 
 # ---------------------------------------------------------------- feature handling
@@ -157,9 +160,18 @@ class _TabMBase(DeepMembersBase):
         n_num = len(self.features_.continuous)
         embeddings = None
         if bins is not None:
-            embeddings = PiecewiseLinearEmbeddings(
-                bins, int(self.d_embedding), activation=False, version="B"
-            )
+            size = int(self.d_embedding) * sum(len(b) for b in bins)
+            if size > _MAX_EMBEDDING_WEIGHTS:
+                raise ValueError(
+                    f"piecewise embeddings of {size} weights exceed {_MAX_EMBEDDING_WEIGHTS}, "
+                    f"however: d_embedding={self.d_embedding}"
+                )
+            # its bins are read (.item()) while building: real tensors even while load()
+            # builds a shape-only (meta) copy of the rest of the network
+            with torch.device("cpu"):
+                embeddings = PiecewiseLinearEmbeddings(
+                    bins, int(self.d_embedding), activation=False, version="B"
+                )
         return tabm.TabM.make(
             n_num_features=n_num,
             cat_cardinalities=[2] * len(self.features_.binary),
@@ -316,7 +328,7 @@ class _TabMBase(DeepMembersBase):
             n_out = len(self.classes_)
         else:
             self.y_mean_, self.y_scale_ = fitted["y_mean"], fitted["y_scale"]
-        bins = None if self.bins_ is None else [torch.as_tensor(b) for b in self.bins_]
+        bins = [torch.as_tensor(b, device="cpu") for b in self.bins_ or []] or None
         self.model_ = self._build(n_out, bins)
 
 
