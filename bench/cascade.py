@@ -73,7 +73,7 @@ def run_dataset(name: str) -> dict:
     )
     cascade.fit(model.oof_, model.oof_labels_)
     out = cascade.predict(P_test)
-    full = cascade._stage_proba(P_test.values)[:, -1]
+    full = cascade.stage_probabilities(P_test.values)[:, -1]
     row = {
         "task": model.task_,
         "members_run": cascade.order_,
@@ -137,7 +137,7 @@ def mnist_deep_row() -> dict:
     weights = GreedySelection().fit(P_oof, y_fit).weights_
     cascade = Cascade(costs=costs, weights=weights, epsilon=0.001).fit(P_oof, y_fit)
     out = cascade.predict(P_test)
-    full = cascade._stage_proba(P_test.values)[:, -1]
+    full = cascade.stage_probabilities(P_test.values)[:, -1]
     return {
         "task": "multiclass",
         "members_run": cascade.order_,

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ensemblex.combiners import AutoCombiner, BestSingle, default_candidates
-from ensemblex.combiners.auto import BEST_SINGLE, nested_scores, outer_splits
+from ensemblex.combiners import AutoCombiner, BestSingle
 from ensemblex.metrics import get_metric
 from ensemblex.store import write_json_atomic
 from ensemblex.tables import Table, read_table, write_frame
@@ -47,21 +46,19 @@ def blend_tables(
     codes = encode_labels(train.y, P.classes) if is_classification(P.task) else train.y
     if len(np.unique(codes)) < 2:
         raise ValueError(f"{oof}: target column {target!r} has a single value")
-    if method == "auto":
-        combiner = AutoCombiner(metric=metric_obj, cv=folds, random_state=seed)
-        combiner.fit(P, train.y)
-        chosen, scores, seconds = combiner.method_, combiner.scores_, combiner.fit_seconds_
-        fitted = combiner.combiner_
-    else:
-        pool = default_candidates(metric_obj, seed)
-        candidates = {method: pool[method]}
-        if method != BEST_SINGLE:
-            candidates[BEST_SINGLE] = pool[BEST_SINGLE]
-        splits = outer_splits(codes, P.task, folds, seed)
-        results = nested_scores(candidates, P, train.y, metric_obj, splits)
-        scores = {name: r.score for name, r in results.items()}
-        seconds = {name: r.seconds for name, r in results.items()}
-        chosen, fitted = method, pool[method].fit(P, train.y)
+    if not 2 <= folds <= P.n_samples:
+        raise ValueError(
+            f"--folds must be between 2 and the {P.n_samples} OOF rows, however: {folds}"
+        )
+    combiner = AutoCombiner(
+        candidates="default" if method == "auto" else [method],
+        metric=metric_obj,
+        cv=folds,
+        random_state=seed,
+        select="best" if method == "auto" else "first",
+    ).fit(P, train.y)
+    chosen, scores, seconds = combiner.method_, combiner.scores_, combiner.fit_seconds_
+    fitted = combiner.combiner_
     best = BestSingle(metric=metric_obj).fit(P, train.y)
     rows = scored if scored is not None else train
     pred = fitted.predict(rows.predictions)
@@ -79,7 +76,7 @@ def blend_tables(
         "n_oof_rows": P.n_samples,
         "members": list(P.members),
         "classes": None if P.classes is None else [_plain(c) for c in P.classes.tolist()],
-        "folds": folds,
+        "folds": combiner.n_splits_,
         "seed": seed,
         "oof": str(oof),
         "test": None if test is None else str(test),

@@ -19,8 +19,13 @@ ensemble's coverage at a given selective risk.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
 from ensemblex.metrics.selective import coverage_at_risk, risk_coverage_curve
 from ensemblex.predictions import Predictions, as_predictions
@@ -58,7 +63,7 @@ class OperatingPoint:
     coverage_at_risk: float | None = None
 
 
-class Cascade:
+class Cascade(BaseEstimator):
     """An early-exit cascade over members ordered by cost.
 
     Parameters
@@ -86,6 +91,14 @@ class Cascade:
     ----------
     order_ : list of str
         Members run, cheapest first.
+    run_indices_ : ndarray of int
+        Their indices in ``members_``.
+    run_weights_ : ndarray
+        Their weights.
+    members_ : tuple of str
+    classes_ : ndarray
+    boundaries_ : list of float
+        Where the binary decision changes (the ``"window"`` rule centres on these).
     stage_costs_ : ndarray
         Cumulative cost per sample of exiting at each stage.
     threshold_ : float
@@ -94,7 +107,21 @@ class Cascade:
         Accuracy-cost Pareto front over the swept thresholds (on the fitting rows).
     chosen_ : OperatingPoint
     full_accuracy_ : float
+    full_coverage_at_risk_ : float
     """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "rule": [StrOptions({"confidence", "window"})],
+        "target": [StrOptions({"accuracy", "coverage_at_risk"})],
+        "epsilon": [Interval(Real, 0, None, closed="left")],
+        "risk": [Interval(Real, 0, 1, closed="both")],
+        "weights": ["array-like", None],
+        "costs": ["array-like", None],
+        "decision_threshold": [Interval(Real, 0, 1, closed="neither")],
+        "n_thresholds": [Interval(Integral, 2, None, closed="left")],
+        "min_accuracy": [Interval(Real, 0, 1, closed="both"), None],
+        "min_coverage": [Interval(Real, 0, 1, closed="both"), None],
+    }
 
     def __init__(
         self,
@@ -121,10 +148,32 @@ class Cascade:
         self.min_coverage = min_coverage
 
     # ------------------------------------------------------------ stages
-    def _stage_proba(self, values: np.ndarray) -> np.ndarray:
+    def stage_probabilities(self, P) -> np.ndarray:
+        """Every stage's prediction for every sample, the last being the full ensemble.
+
+        Parameters
+        ----------
+        P : Predictions or ndarray of shape (n_samples, n_members, n_classes)
+            The members fitted on (reordered by name when ``P`` names them).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_stages, n_classes)
+            Stage s is the weighted mean of the s + 1 cheapest members run.
+        """
+        check_is_fitted(self, "threshold_", msg="%(name)s is not fitted yet; call fit first")
+        return self._stages(self._aligned(P).values)
+
+    def _aligned(self, P) -> Predictions:
+        P = as_predictions(P)
+        if set(P.members) == set(self.members_):
+            P = P.select(list(self.members_))
+        return P
+
+    def _stages(self, values: np.ndarray) -> np.ndarray:
         """Cumulative weighted means over the cost order: (n, S, k)."""
-        V = values[:, self._run_idx] * self._w[None, :, None]
-        return np.cumsum(V, axis=1) / np.cumsum(self._w)[None, :, None]
+        V = values[:, self.run_indices_] * self.run_weights_[None, :, None]
+        return np.cumsum(V, axis=1) / np.cumsum(self.run_weights_)[None, :, None]
 
     def _margin(self, stages: np.ndarray) -> np.ndarray:
         """How far each stage is from changing its mind: (n, S); exit when >= threshold."""
@@ -147,21 +196,27 @@ class Cascade:
 
     # ------------------------------------------------------------ fit
     def fit(self, P, y) -> Cascade:
-        """Choose the threshold on out-of-fold predictions ``P`` and labels ``y``."""
+        """Choose the threshold on out-of-fold predictions ``P`` and labels ``y``.
+
+        Parameters
+        ----------
+        P : Predictions or ndarray of shape (n_samples, n_members, n_classes)
+        y : array-like of shape (n_samples,)
+            Class labels (from ``P.classes``).
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
         P = as_predictions(P)
         if P.task == "regression":
             raise ValueError("a cascade needs class probabilities; P is a regression task")
-        if self.rule not in ("confidence", "window"):
-            raise ValueError(f"rule must be 'confidence' or 'window', however: {self.rule!r}")
         if self.rule == "window" and P.task != "binary":
             raise ValueError("rule='window' is for binary decisions; use rule='confidence'")
-        if self.target not in ("accuracy", "coverage_at_risk"):
-            raise ValueError(
-                f"target must be 'accuracy' or 'coverage_at_risk', however: {self.target!r}"
-            )
         self._setup(P)
         y = encode_labels(np.asarray(y), P.classes)
-        stages = self._stage_proba(P.values)
+        stages = self._stages(P.values)
         full = stages[:, -1]
         self.boundaries_ = self._boundaries(full, y)
         margin = self._margin(stages)
@@ -231,8 +286,8 @@ class Cascade:
         if w.shape != (P.n_members,) or np.any(w < 0) or w.sum() <= 0:
             raise ValueError(f"weights must be {P.n_members} non-negative numbers, not all zero")
         run = [j for j in np.argsort(costs, kind="stable") if w[j] > 0]
-        self._run_idx = np.asarray(run)
-        self._w = w[run]
+        self.run_indices_ = np.asarray(run)
+        self.run_weights_ = w[run]
         self.order_ = [P.members[j] for j in run]
         self.members_ = P.members
         self.classes_ = P.classes
@@ -241,12 +296,9 @@ class Cascade:
     # ------------------------------------------------------------ predict
     def predict(self, P) -> CascadeOutput:
         """Each sample's prediction at its exit stage, the stage, and the cost paid."""
-        if not hasattr(self, "threshold_"):
-            raise RuntimeError("Cascade is not fitted; call fit first")
-        P = as_predictions(P)
-        if isinstance(P, Predictions) and set(P.members) == set(self.members_):
-            P = P.select(list(self.members_))
-        stages = self._stage_proba(P.values)
+        check_is_fitted(self, "threshold_", msg="%(name)s is not fitted yet; call fit first")
+        P = self._aligned(P)
+        stages = self._stages(P.values)
         exit_stage = self._exit_stage(self._margin(stages), np.array([self.threshold_]))[0]
         proba = stages[np.arange(P.n_samples), exit_stage]
         return CascadeOutput(proba, exit_stage, self.stage_costs_[exit_stage])

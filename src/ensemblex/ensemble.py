@@ -40,7 +40,7 @@ from ensemblex.store import RunStore, sha256_file, write_text_atomic
 from ensemblex.tasks import encode_labels
 
 FORMAT = "ensemblex-ensemble"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2  # 2: member folders, manifest digest, combiner state as JSON + npz
 MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest.sha256"
 MANIFEST_SIGNATURE = "manifest.sig"

@@ -1,4 +1,6 @@
 import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
 
 from ensemblex import BestSingle, Mean
 from ensemblex.metrics import get_metric
@@ -14,6 +16,24 @@ def test_mean_is_the_plain_average(zoo):
     np.testing.assert_allclose(pred, zoo.test.values.mean(axis=1))
 
 
+def test_mean_by_hand():
+    P = np.array([[[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]], [[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]])
+    pred = Mean().fit(P, [1, 0]).predict(P)
+    np.testing.assert_allclose(pred, [[0.3, 0.7], [0.5, 0.5]], rtol=1e-12)
+
+
+def test_sample_weight_is_checked(regression_zoo):
+    P, y = regression_zoo.oof, regression_zoo.y
+    for bad, match in [
+        (-np.ones(len(y)), "Negative values"),
+        (np.zeros(len(y)), "non-zero|not be all zero"),
+        (np.ones(3), "sample_weight.shape"),
+        (np.full(len(y), np.nan), "NaN"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            BestSingle().fit(P, y, sample_weight=bad)
+
+
 def test_best_single_picks_the_member_with_the_best_oof_score(zoo):
     combiner = BestSingle().fit(zoo.oof, zoo.y)
     metric = get_metric("auto", zoo.oof.task)
@@ -26,9 +46,14 @@ def test_best_single_picks_the_member_with_the_best_oof_score(zoo):
 
 
 def test_best_single_with_a_greater_is_better_metric(binary_zoo):
-    combiner = BestSingle(metric="roc_auc").fit(binary_zoo.oof, binary_zoo.y)
-    scores = combiner.member_scores_
-    assert combiner.best_member_ == max(scores, key=scores.get)
+    P = binary_zoo.oof
+    combiner = BestSingle(metric="roc_auc").fit(P, binary_zoo.y)
+    positive = binary_zoo.y == P.classes[1]
+    auc = {m: roc_auc_score(positive, P.values[:, j, 1]) for j, m in enumerate(P.members)}
+    assert combiner.member_scores_ == pytest.approx(auc, rel=1e-12)
+    best = max(auc, key=auc.get)  # first of equal scores, as max() keeps
+    assert combiner.best_member_ == best
+    np.testing.assert_array_equal(combiner.weights_, np.eye(P.n_members)[P.members.index(best)])
 
 
 def test_predict_reorders_members_by_name(regression_zoo):

@@ -1,5 +1,8 @@
 import numpy as np
 import pytest
+from sklearn.linear_model import RidgeCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from ensemblex import Mean, Stacking
 from ensemblex.metrics import get_metric
@@ -67,7 +70,21 @@ def test_class_missing_from_a_fit_gets_zero_probability(multiclass_zoo):
     np.testing.assert_allclose(pred.sum(axis=1), 1.0)
 
 
-def test_same_seed_same_numbers(regression_zoo):
-    a = Stacking.regularized(random_state=3).fit(regression_zoo.oof, regression_zoo.y)
-    b = Stacking.regularized(random_state=3).fit(regression_zoo.oof, regression_zoo.y)
-    np.testing.assert_array_equal(a.predict(regression_zoo.test), b.predict(regression_zoo.test))
+def test_same_seed_same_numbers_another_seed_other_folds(regression_zoo):
+    P, y = regression_zoo.oof, regression_zoo.y
+    a = Stacking.regularized(random_state=3).fit(P, y)
+    b = Stacking.regularized(random_state=3).fit(P, y)
+    c = Stacking.regularized(random_state=4).fit(P, y)
+    pred = a.predict(regression_zoo.test)
+    np.testing.assert_array_equal(pred, b.predict(regression_zoo.test))
+    assert not np.array_equal(pred, c.predict(regression_zoo.test))  # lasso/enet inner folds
+    # the ridge meta-model (leave-one-out, no seed) is scikit-learn's on the same design
+    ridge = RidgeCV(alphas=np.logspace(-4, 4, 17))
+    X = a._features(P.values)
+    reference = (
+        make_pipeline(StandardScaler(), ridge)
+        .fit(X, y)
+        .predict(a._features(regression_zoo.test.values))
+    )
+    got = a.meta_models_[0].predict(a._features(regression_zoo.test.values))
+    np.testing.assert_allclose(got, reference, rtol=1e-10)

@@ -5,11 +5,13 @@
 - ``greedy``: :class:`GreedySelection` (Caruana selection with replacement)
 - ``stacking``: :class:`Stacking` (regularised meta-models, the four-stage pipeline)
 - ``auto``: :class:`AutoCombiner` (nested cross-validation among the above)
+- ``base``: :class:`Combiner` (the protocol) and :class:`WeightedAverage` (a weight vector)
+- ``state``, ``persistence``: a combiner's state as JSON plus arrays, saved and loaded
 """
 
 from ensemblex.combiners.auto import AutoCombiner, default_candidates
 from ensemblex.combiners.averaging import BestSingle, Mean
-from ensemblex.combiners.base import Combiner
+from ensemblex.combiners.base import Combiner, WeightedAverage
 from ensemblex.combiners.greedy import GreedySelection
 from ensemblex.combiners.stacking import Stacking
 from ensemblex.combiners.weighted import Weighted
@@ -22,5 +24,6 @@ __all__ = [
     "Mean",
     "Stacking",
     "Weighted",
+    "WeightedAverage",
     "default_candidates",
 ]

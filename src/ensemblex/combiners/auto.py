@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from numbers import Integral
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ensemblex.combiners.averaging import BestSingle, Mean
 from ensemblex.combiners.base import Combiner
@@ -93,14 +96,20 @@ class AutoCombiner(Combiner):
     always a candidate, so a combiner whose nested score is worse is never chosen; ties go
     to the earlier candidate (the best single member first).
 
+    With ``select="first"`` the first of ``candidates`` is refit whatever the scores: every
+    candidate, the best single member included, is still scored, so a caller that asked for
+    one method gets it together with its nested score against the best member.
+
     Parameters
     ----------
     candidates : "default", list of str, or dict of str to Combiner
         Names from :func:`default_candidates`, or combiners keyed by a name.
-    metric : str, default "auto"
+    metric : str or Metric, default "auto"
     cv : int, default 5
-        Outer folds.
+        Outer folds (fewer for a class with fewer rows, stratified for classes).
     random_state : int, default 0
+    select : {"best", "first"}, default "best"
+        Refit the candidate with the best nested score, or the first of ``candidates``.
 
     Attributes
     ----------
@@ -112,13 +121,34 @@ class AutoCombiner(Combiner):
         Every candidate's nested score (metric orientation).
     fit_seconds_ : dict of str to float
         Seconds each candidate spent in the nested cross-validation.
+    n_splits_ : int
+        Outer folds used: ``cv``, or fewer when a class has fewer rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.normal(size=60)
+    >>> P = np.stack([y + rng.normal(scale=s, size=60) for s in (0.3, 0.5, 2.0)], axis=1)
+    >>> auto = AutoCombiner(candidates=["mean"], cv=3, select="first").fit(P[..., None], y)
+    >>> auto.method_, sorted(auto.scores_)
+    ('mean', ['best', 'mean'])
     """
 
-    def __init__(self, candidates="default", metric="auto", cv=5, random_state=0):
+    _parameter_constraints: ClassVar[dict] = {
+        **Combiner._parameter_constraints,
+        "candidates": [StrOptions({"default"}), list, tuple, dict],
+        "cv": [Interval(Integral, 2, None, closed="left")],
+        "random_state": ["random_state"],
+        "select": [StrOptions({"best", "first"})],
+    }
+
+    def __init__(self, candidates="default", metric="auto", cv=5, random_state=0, select="best"):
         self.candidates = candidates
         self.metric = metric
         self.cv = cv
         self.random_state = random_state
+        self.select = select
 
     def _candidate_dict(self) -> dict[str, Combiner]:
         pool = default_candidates(self.metric, self.random_state)
@@ -131,20 +161,27 @@ class AutoCombiner(Combiner):
             if unknown:
                 raise ValueError(f"candidates must be names among {list(pool)}, however: {unknown}")
             chosen = {name: pool[name] for name in self.candidates}
-        if BEST_SINGLE not in chosen:
-            chosen = {BEST_SINGLE: pool[BEST_SINGLE], **chosen}
+        if not chosen:
+            raise ValueError(f"candidates must not be empty, however: {self.candidates!r}")
         return chosen
 
     def _fit(self, values, y, sample_weight):
         P = Predictions(values, self.members_, self.task_, classes=self.classes_)
         labels = self.classes_[y] if is_classification(self.task_) else y
         splits = outer_splits(y, self.task_, int(self.cv), self.random_state)
-        candidates = self._candidate_dict()
+        self.n_splits_ = len(splits)  # fewer than cv when a class has fewer rows
+        requested = self._candidate_dict()
+        candidates = requested
+        if BEST_SINGLE not in candidates:
+            candidates = {BEST_SINGLE: BestSingle(metric=self.metric), **candidates}
         results = nested_scores(candidates, P, labels, self.metric_, splits, sample_weight)
         self.scores_ = {name: r.score for name, r in results.items()}
         self.fit_seconds_ = {name: r.seconds for name, r in results.items()}
-        # min() keeps the first of equal losses, so the best single member wins ties.
-        self.method_ = min(results, key=lambda name: results[name].loss)
+        if self.select == "first":
+            self.method_ = next(iter(requested))
+        else:
+            # min() keeps the first of equal losses, so the best single member wins ties.
+            self.method_ = min(results, key=lambda name: results[name].loss)
         self.combiner_ = clone(candidates[self.method_]).fit(P, labels, sample_weight=sample_weight)
 
     def _predict(self, values):

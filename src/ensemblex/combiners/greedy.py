@@ -9,12 +9,16 @@ with ``ensemble_size=25`` is the same procedure).
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+from typing import ClassVar
+
 import numpy as np
+from sklearn.utils._param_validation import Interval
 
-from ensemblex.combiners.base import Combiner, weighted_average
+from ensemblex.combiners.base import WeightedAverage
 
 
-class GreedySelection(Combiner):
+class GreedySelection(WeightedAverage):
     """Caruana ensemble selection.
 
     Parameters
@@ -43,17 +47,20 @@ class GreedySelection(Combiner):
         Number of steps in the best prefix.
     """
 
+    _parameter_constraints: ClassVar[dict] = {
+        **WeightedAverage._parameter_constraints,
+        "n_iterations": [Interval(Integral, 1, None, closed="left")],
+        "with_replacement": ["boolean"],
+        "tie_rtol": [Interval(Real, 0, None, closed="left")],
+    }
+
     def __init__(self, n_iterations=25, metric="auto", with_replacement=True, tie_rtol=1e-12):
         self.n_iterations = n_iterations
         self.metric = metric
         self.with_replacement = with_replacement
         self.tie_rtol = tie_rtol
 
-    def _fit(self, values, y, sample_weight):
-        if int(self.n_iterations) < 1:
-            raise ValueError(
-                f"n_iterations must be >= 1, however: n_iterations={self.n_iterations!r}"
-            )
+    def _find_weights(self, values, y, sample_weight):
         n, m, k = values.shape
         steps = int(self.n_iterations) if self.with_replacement else min(int(self.n_iterations), m)
         running_sum = np.zeros((n, k))
@@ -80,13 +87,10 @@ class GreedySelection(Combiner):
         self.best_iteration_ = best_len
         sign = -1.0 if self.metric_.greater_is_better else 1.0
         self.trajectory_ = sign * np.asarray(losses)
-        self.weights_ = np.bincount(self.indices_, minlength=m) / best_len
+        return np.bincount(self.indices_, minlength=m) / best_len
 
     def _break_ties(self, losses: np.ndarray, used: np.ndarray) -> int:
         best = np.nanmin(losses)
         tied = np.isclose(losses, best, rtol=self.tie_rtol, atol=0.0)
         tied_used = tied & used
         return int(np.argmax(tied_used if tied_used.any() else tied))
-
-    def _predict(self, values):
-        return weighted_average(values, self.weights_)

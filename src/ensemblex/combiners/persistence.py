@@ -1,4 +1,8 @@
-"""Save fitted combiners as JSON (plus skops files for stacking meta-models), never pickle."""
+"""Save a fitted combiner as JSON plus one ``.npz`` of numeric arrays; never a pickle.
+
+Generic over combiners: the JSON is :meth:`Combiner.get_state`'s dict, the arrays its arrays,
+and loading finds the class by name (:meth:`Combiner.from_state`).
+"""
 
 from __future__ import annotations
 
@@ -6,114 +10,64 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemblex.combiners.auto import AutoCombiner
-from ensemblex.combiners.averaging import BestSingle, Mean
-from ensemblex.combiners.greedy import GreedySelection
-from ensemblex.combiners.stacking import Stacking
-from ensemblex.combiners.weighted import Weighted
-from ensemblex.metrics import Metric, get_metric
-
-_CLASSES = {
-    c.__name__: c for c in (Mean, BestSingle, Weighted, GreedySelection, Stacking, AutoCombiner)
-}
-# Fitted attributes kept per class (arrays become lists); meta-models and nested combiners
-# are handled separately.
-_FITTED = {
-    "Mean": ["weights_"],
-    "BestSingle": ["weights_", "best_index_", "best_member_", "member_scores_"],
-    "Weighted": ["weights_", "converged_"],
-    "GreedySelection": ["weights_", "indices_", "trajectory_", "best_iteration_"],
-    "Stacking": [
-        "kept_members_",
-        "dropped_members_",
-        "condition_number_before_",
-        "condition_number_after_",
-        "meta_learners_",
-        "blend_weights_",
-        "meta_errors_",
-        "_kept",
-        "_top",
-    ],
-    "AutoCombiner": ["method_", "scores_", "fit_seconds_"],
-}
-
-
-def _json(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Metric):
-        return value.name
-    if isinstance(value, dict):
-        return {str(k): _json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json(v) for v in value]
-    return value
+from ensemblex.combiners.base import Combiner
+from ensemblex.combiners.state import combiner_class
 
 
 def combiner_state(combiner, folder: Path, prefix: str = "combiner") -> tuple[dict, list[Path]]:
-    """A JSON-able description of a fitted combiner, and the extra files written to ``folder``."""
-    import skops.io as sio
+    """A JSON-able description of a fitted combiner, and the files written to ``folder``.
 
-    name = type(combiner).__name__
-    if name not in _CLASSES:
-        raise TypeError(f"cannot save a combiner of type {name}; expected one of {list(_CLASSES)}")
-    params = {
-        k: _json(v)
-        for k, v in combiner.get_params(deep=False).items()
-        if k != "candidates" or isinstance(v, str | list)
-    }
-    state = {
-        "class": name,
-        "params": params,
-        "members": list(combiner.members_),
-        "task": combiner.task_,
-        "classes": None if combiner.classes_ is None else _json(combiner.classes_),
-        "n_outputs": combiner.n_outputs_,
-        "metric": combiner.metric_.name,
-        "fitted": {attr: _json(getattr(combiner, attr)) for attr in _FITTED[name]},
-    }
+    Parameters
+    ----------
+    combiner : Combiner
+        A fitted combiner.
+    folder : Path
+        Existing folder that receives ``{prefix}.npz`` when the state holds arrays.
+    prefix : str, default "combiner"
+
+    Returns
+    -------
+    state : dict
+        :meth:`Combiner.get_state`'s dict, with ``"arrays"``: the file name of the arrays
+        (relative to ``folder``) or None.
+    files : list of Path
+        The files written.
+    """
+    if not isinstance(combiner, Combiner):
+        raise TypeError(f"combiner must be a Combiner, however: combiner={type(combiner).__name__}")
+    state, arrays = combiner.get_state()
     files: list[Path] = []
-    if name == "Stacking":
-        state["meta_models"] = []
-        for i, model in enumerate(combiner.meta_models_):
-            path = folder / f"{prefix}_meta{i}.skops"
-            sio.dump(model, path)
-            files.append(path)
-            state["meta_models"].append(path.name)
-    if name == "AutoCombiner":
-        state["params"].pop("candidates", None)
-        state["chosen"], more = combiner_state(combiner.combiner_, folder, prefix + "_chosen")
-        files += more
+    state["arrays"] = None
+    if arrays:
+        path = Path(folder) / f"{prefix}.npz"
+        # get_state keeps only numeric arrays, so nothing here needs (or gets) a pickle.
+        np.savez(path, **arrays)
+        files.append(path)
+        state["arrays"] = path.name
     return state, files
 
 
-def load_combiner(state: dict, folder: Path):
-    """Rebuild a fitted combiner from :func:`combiner_state`'s description."""
-    from ensemblex.members.families import load_skops
+def load_combiner(state: dict, folder: Path) -> Combiner:
+    """Rebuild a fitted combiner from :func:`combiner_state`'s description and files.
 
-    cls = _CLASSES.get(state.get("class"))
-    if cls is None:
-        raise ValueError(f"{folder}: unknown combiner class {state.get('class')!r}")
-    combiner = cls(**state["params"])
-    combiner.members_ = tuple(state["members"])
-    combiner.task_ = state["task"]
-    combiner.classes_ = None if state["classes"] is None else np.asarray(state["classes"])
-    combiner.n_outputs_ = state["n_outputs"]
-    combiner.metric_ = get_metric(state["metric"], state["task"])
-    combiner._fitted_on_names = True
-    for attr, value in state["fitted"].items():
-        setattr(
-            combiner,
-            attr,
-            np.asarray(value)
-            if isinstance(value, list)
-            and attr in ("weights_", "trajectory_", "blend_weights_", "meta_errors_")
-            else value,
-        )
-    if cls is Stacking:
-        combiner.meta_models_ = [load_skops(folder / f) for f in state["meta_models"]]
-    if cls is AutoCombiner:
-        combiner.combiner_ = load_combiner(state["chosen"], folder)
-    return combiner
+    Raises ValueError for an unknown class name, a missing or foreign array file, or a state
+    that does not describe a fitted combiner.
+    """
+    folder = Path(folder)
+    if not isinstance(state, dict):
+        raise ValueError(f"{folder}: the combiner state must be a dict, however: {state!r}")
+    try:
+        combiner_class(state.get("class"))
+    except ValueError as exc:
+        raise ValueError(f"{folder}: {exc}") from None
+    arrays: dict[str, np.ndarray] = {}
+    name = state.get("arrays")
+    if name is not None:
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".npz"):
+            raise ValueError(f"{folder}: arrays must name an .npz file in it, however: {name!r}")
+        with np.load(folder / name, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    try:
+        return Combiner.from_state(state, arrays)
+    except ValueError as exc:
+        raise ValueError(f"{folder}: {exc}") from None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import warnings
 from itertools import combinations
+from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
 from scipy.special import logit
@@ -24,6 +26,7 @@ from sklearn.linear_model import (
 from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ensemblex.combiners.base import Combiner, member_losses
 from ensemblex.tasks import is_classification
@@ -35,6 +38,12 @@ _CLIP = 1e-3
 _QUANTILES = (0.25, 0.5, 0.75)
 REGRESSION_LEARNERS = ("ridge", "lasso", "elasticnet")
 CLASSIFICATION_LEARNERS = ("logistic",)
+# A meta-model's state: the classes it may be, and the fitted numbers that predict with it.
+_META_MODELS = {
+    cls.__name__: cls for cls in (RidgeCV, LassoLarsCV, LassoCV, ElasticNetCV, LogisticRegression)
+}
+_SCALER_FITTED = ("mean_", "scale_", "var_", "n_samples_seen_", "n_features_in_")
+_MODEL_FITTED = ("coef_", "intercept_", "classes_", "n_features_in_", "alpha_", "l1_ratio_")
 
 
 def member_signals(values: np.ndarray, task: str) -> np.ndarray:
@@ -131,11 +140,20 @@ class Stacking(Combiner):
     Attributes
     ----------
     kept_members_ : list of str
+    kept_indices_ : list of int
+        Indices of the kept members.
+    interaction_indices_ : list of int
+        Indices of the members whose signals are multiplied pairwise.
     dropped_members_ : dict of str to str
         Each dropped member and the better member it duplicated.
     condition_number_before_, condition_number_after_ : float
         Condition number of the standardised member design before and after pruning.
-    meta_models_ : list of fitted estimators
+    meta_learners_ : list of str
+    meta_models_ : list of fitted pipelines
+        StandardScaler then the learner, one per name in ``meta_learners_``. In the state
+        (:meth:`get_state`) each is its fitted numbers (the scaler's mean and scale, the
+        learner's coefficients and intercept); a loaded one predicts the same to the bit but
+        no longer holds its cross-validation path.
     blend_weights_ : ndarray
         Weight of each meta-model.
     meta_errors_ : ndarray
@@ -145,6 +163,22 @@ class Stacking(Combiner):
     --------
     Stacking.regularized : the paper's four-stage configuration.
     """
+
+    _parameter_constraints: ClassVar[dict] = {
+        **Combiner._parameter_constraints,
+        "meta_learner": [
+            StrOptions({"auto", "all", *REGRESSION_LEARNERS, *CLASSIFICATION_LEARNERS}),
+            list,
+            tuple,
+        ],
+        "prune_threshold": [Interval(Real, -1, 1, closed="both"), None],
+        "prune_tolerance": [Interval(Real, 0, None, closed="left")],
+        "meta_features": ["boolean"],
+        "interactions": [Interval(Integral, 0, None, closed="left")],
+        "C": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "cv": [Interval(Integral, 2, None, closed="left")],
+        "random_state": ["random_state"],
+    }
 
     def __init__(
         self,
@@ -225,12 +259,12 @@ class Stacking(Combiner):
         signals = member_signals(values, self.task_)
         kept = self._prune(values, losses)
         self.kept_members_ = [self.members_[j] for j in kept]
-        self._kept = kept
+        self.kept_indices_ = kept
         flat = signals.reshape(len(y), -1)
         self.condition_number_before_ = condition_number(flat)
         self.condition_number_after_ = condition_number(signals[:, kept].reshape(len(y), -1))
         order = np.argsort(losses[kept], kind="stable")
-        self._top = [kept[j] for j in order[: max(int(self.interactions), 0)]]
+        self.interaction_indices_ = [kept[j] for j in order[: max(int(self.interactions), 0)]]
         X = self._features(values)
         self.meta_learners_ = names
         weighted = sample_weight is not None
@@ -271,12 +305,12 @@ class Stacking(Combiner):
 
     def _features(self, values: np.ndarray) -> np.ndarray:
         signals = member_signals(values, self.task_)
-        kept = signals[:, self._kept]
+        kept = signals[:, self.kept_indices_]
         parts = [kept.reshape(len(values), -1)]
         if self.meta_features:
             parts.append(meta_features(kept))
-        if self._top:
-            parts.append(interaction_features(signals, self._top))
+        if self.interaction_indices_:
+            parts.append(interaction_features(signals, self.interaction_indices_))
         return np.concatenate(parts, axis=1)
 
     # ------------------------------------------------------------ predict
@@ -293,3 +327,60 @@ class Stacking(Combiner):
         proba = np.zeros((len(X), self.n_outputs_))
         proba[:, model.classes_] = model.predict_proba(X)  # classes unseen in fit stay at 0
         return proba
+
+    # ------------------------------------------------------------ state
+    def _fitted_state(self) -> dict:
+        """Each meta-model as its fitted numbers, so that no estimator is pickled."""
+        fitted = super()._fitted_state()
+        fitted["meta_models_"] = [
+            {
+                "model": type(pipeline.named_steps["model"]).__name__,
+                "scale": _attributes(pipeline.named_steps["scale"], _SCALER_FITTED),
+                "fitted": _attributes(pipeline.named_steps["model"], _MODEL_FITTED),
+            }
+            for pipeline in self.meta_models_
+        ]
+        return fitted
+
+    def _set_fitted_state(self, fitted: dict) -> None:
+        """Rebuild each meta-model as the learner it was, holding its fitted numbers."""
+        meta = fitted.pop("meta_models_", None)
+        names = fitted.get("meta_learners_")
+        if not isinstance(meta, list) or not isinstance(names, list) or len(meta) != len(names):
+            raise ValueError("the Stacking state must hold one meta-model per meta-learner")
+        missing = {"kept_indices_", "interaction_indices_", "blend_weights_"} - set(fitted)
+        if missing:
+            raise ValueError(f"the Stacking state lacks {sorted(missing)}")
+        m = len(self.members_)
+        indices = [*fitted["kept_indices_"], *fitted["interaction_indices_"]]
+        if not all(isinstance(j, int) and 0 <= j < m for j in indices):
+            raise ValueError(f"kept and interaction indices must be integers in [0, {m})")
+        super()._set_fitted_state(fitted)
+        self.meta_models_ = [self._meta_model_from_state(n, s) for n, s in zip(names, meta)]
+
+    def _meta_model_from_state(self, name: str, state: dict) -> Pipeline:
+        model_class = state.get("model") if isinstance(state, dict) else None
+        if model_class not in _META_MODELS:
+            raise ValueError(
+                f"a meta-model must be one of {list(_META_MODELS)}, however: {model_class!r}"
+            )
+        pipeline = self._make_learner(name, weighted=model_class == "LassoCV")
+        if type(pipeline.named_steps["model"]).__name__ != model_class:
+            raise ValueError(f"meta-learner {name!r} cannot be a {model_class}")
+        _set_attributes(pipeline.named_steps["scale"], state.get("scale"), _SCALER_FITTED)
+        _set_attributes(pipeline.named_steps["model"], state.get("fitted"), _MODEL_FITTED)
+        return pipeline
+
+
+def _attributes(estimator, names) -> dict:
+    return {name: getattr(estimator, name) for name in names if hasattr(estimator, name)}
+
+
+def _set_attributes(estimator, values, allowed) -> None:
+    if not isinstance(values, dict) or not set(values) <= set(allowed):
+        raise ValueError(
+            f"{type(estimator).__name__} state must be a dict of {list(allowed)}, however: "
+            f"{sorted(values) if isinstance(values, dict) else values!r}"
+        )
+    for name, value in values.items():
+        setattr(estimator, name, value)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from numbers import Real
+from typing import ClassVar
+
 import numpy as np
 from scipy.optimize import minimize
+from sklearn.utils._param_validation import Interval
 
-from ensemblex.combiners.base import Combiner, weighted_average
+from ensemblex.combiners.base import WeightedAverage
 from ensemblex.tasks import is_classification
 
 _EPS = np.finfo(np.float64).eps
@@ -42,7 +46,7 @@ def _log_loss_objective(values, y, w):
     return fun
 
 
-class Weighted(Combiner):
+class Weighted(WeightedAverage):
     """Convex combination of members with optimised weights.
 
     Minimises squared error (regression) or log-loss (classification) over the simplex
@@ -60,13 +64,20 @@ class Weighted(Combiner):
     Attributes
     ----------
     weights_ : ndarray of shape (n_members,)
+    converged_ : bool
+        Whether SLSQP reported success.
     """
+
+    _parameter_constraints: ClassVar[dict] = {
+        **WeightedAverage._parameter_constraints,
+        "tol": [Interval(Real, 0, None, closed="neither")],
+    }
 
     def __init__(self, metric="auto", tol=1e-10):
         self.metric = metric
         self.tol = tol
 
-    def _fit(self, values, y, sample_weight):
+    def _find_weights(self, values, y, sample_weight):
         n, m, _ = values.shape
         w = np.full(n, 1.0 / n) if sample_weight is None else sample_weight / sample_weight.sum()
         if is_classification(self.task_):
@@ -86,8 +97,5 @@ class Weighted(Combiner):
         )
         # SLSQP leaves dust like 1e-17 on members it dropped: make those exact zeros.
         weights = np.where(result.x > 1e-9, result.x, 0.0)
-        self.weights_ = weights / weights.sum()
         self.converged_ = bool(result.success)
-
-    def _predict(self, values):
-        return weighted_average(values, self.weights_)
+        return weights / weights.sum()

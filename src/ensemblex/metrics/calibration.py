@@ -7,10 +7,13 @@ All functions take class probabilities ``proba`` (n_samples, n_classes) and inte
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 _EPS = np.finfo(np.float64).eps
 
@@ -86,20 +89,44 @@ def expected_calibration_error(proba, y, n_bins: int = 15, strategy: str = "unif
     return float(np.sum(np.abs(bins.accuracy - bins.confidence) * weights))
 
 
-class TemperatureScaling:
+class TemperatureScaling(BaseEstimator):
     """One temperature T dividing log-probabilities, fitted by minimising the log-loss.
 
     Fit it on out-of-fold probabilities of the ensemble, apply it to new ones.
 
+    Parameters
+    ----------
+    bounds : tuple of (float, float), default (0.05, 20.0)
+        Smallest and largest temperature searched; 0 < low < high.
+
     Attributes
     ----------
     temperature_ : float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> proba = np.array([[0.99, 0.01], [0.95, 0.05], [0.1, 0.9], [0.9, 0.1]])
+    >>> scaler = TemperatureScaling().fit(proba, [0, 0, 1, 1])
+    >>> round(scaler.temperature_, 2)  # a confident mistake: soften
+    2.11
+    >>> scaler.transform(proba).round(3)[0].tolist()
+    [0.898, 0.102]
     """
+
+    _parameter_constraints: ClassVar[dict] = {"bounds": [tuple, list]}
 
     def __init__(self, bounds: tuple[float, float] = (0.05, 20.0)):
         self.bounds = bounds
 
     def fit(self, proba, y) -> TemperatureScaling:
+        """Fit the temperature on probabilities ``proba`` (n, k) and integer labels ``y`` (n,)."""
+        self._validate_params()
+        lo, hi = (float(b) for b in self.bounds) if len(self.bounds) == 2 else (0.0, 0.0)
+        if not 0 < lo < hi < np.inf:
+            raise ValueError(
+                f"bounds must be two numbers with 0 < low < high, however: bounds={self.bounds!r}"
+            )
         logp = np.log(np.clip(np.asarray(proba, dtype=np.float64), _EPS, 1.0))
         y = np.asarray(y)
         rows = np.arange(len(y))
@@ -107,14 +134,13 @@ class TemperatureScaling:
         def nll(log_t):
             return -log_softmax(logp / np.exp(log_t), axis=1)[rows, y].mean()
 
-        lo, hi = np.log(self.bounds[0]), np.log(self.bounds[1])
+        lo, hi = np.log(lo), np.log(hi)
         result = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-8})
         self.temperature_ = float(np.exp(result.x))
         return self
 
     def transform(self, proba) -> np.ndarray:
         """Rescaled probabilities (rows still sum to one)."""
-        if not hasattr(self, "temperature_"):
-            raise RuntimeError("TemperatureScaling is not fitted; call fit first")
+        check_is_fitted(self, "temperature_", msg="%(name)s is not fitted yet; call fit first")
         logp = np.log(np.clip(np.asarray(proba, dtype=np.float64), _EPS, 1.0))
         return np.exp(log_softmax(logp / self.temperature_, axis=1))
