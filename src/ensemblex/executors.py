@@ -33,8 +33,11 @@ def run_tasks(
         raise ValueError(f"backend must be one of {BACKENDS}, however: backend={backend!r}")
     if not tasks:
         return iter(())
-    jobs = min(n_jobs or default_jobs(), len(tasks))
+    jobs = n_jobs or default_jobs()
+    # from the requested parallelism, not from how many tasks are left, so that a resumed
+    # run fits its remaining folds with the same thread counts (and numbers) as a fresh one
     n_threads = max(1, default_jobs() // jobs)
+    jobs = min(jobs, len(tasks))
     if backend == "ray":
         return _run_ray(fn, tasks, args, jobs, n_threads, ray_address)
     return _run_local(fn, tasks, args, jobs, n_threads)
