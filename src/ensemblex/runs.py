@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -87,9 +88,20 @@ class RunFolder:
         try:
             os.write(fd, str(os.getpid()).encode())
             os.close(fd)
+            self._remove_leftovers()
             yield self
         finally:
             path.unlink(missing_ok=True)
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files and folders of a writer that was killed (``.name.*.tmp``/``.old``);
+        only called with the lock held, so no live writer owns them."""
+        for path in self.root.glob(".*"):
+            if path.name.endswith((".tmp", ".old")):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
 
     def is_run(self) -> bool:
         """Whether the folder holds a finished run (its leaderboard is written last)."""

@@ -87,6 +87,8 @@ class RunStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "folds").mkdir(exist_ok=True)
+        for leftover in (self.root / "folds").glob("*/.fold*.tmp"):  # a killed writer's
+            shutil.rmtree(leftover, ignore_errors=True)
         marker = self.root / "run.json"
         expected = json.loads(json.dumps(fingerprint, default=_plain))
         if marker.exists():
