@@ -19,8 +19,6 @@ from the target and, for one column per member, the member columns.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ensemblex.predictions import GAUSSIAN_OUTPUTS, VALUE_OUTPUTS, Predictions, quantile_levels
+from ensemblex.store import atomic_path
 from ensemblex.tasks import detect_task
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -441,17 +440,10 @@ def to_frame(P: Predictions) -> pd.DataFrame:
 def write_frame(frame: pd.DataFrame, path) -> Path:
     """Write ``frame`` as CSV or Parquet (by suffix) atomically: a temp file, then a rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix.lower() in _PARQUET_SUFFIXES:
             frame.to_parquet(tmp, index=False)
         else:
             gzip = path.name.lower().endswith(".gz")
             frame.to_csv(tmp, index=False, compression="gzip" if gzip else None)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

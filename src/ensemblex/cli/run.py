@@ -6,17 +6,9 @@ from enum import Enum
 from pathlib import Path
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table as RichTable
 
 from ensemblex.cli.app import TaskChoice, app, console, example_path, fail
+from ensemblex.cli.display import FoldProgress, print_leaderboard
 
 
 class Zoo(str, Enum):
@@ -76,7 +68,7 @@ def run(
             base = [] if zoo is Zoo.none else zoo_members(zoo.value, task_, seed)
             return base + extra
 
-        with _progress_bar() as (on_task, progress):
+        with FoldProgress() as (on_task, progress):
             summary = run_experiment(
                 frame, target, out, members=members, task=task.value, folds=folds,
                 test_size=test_size, backend=backend.value, ray_address=ray_address,
@@ -91,48 +83,6 @@ def run(
         f"wrote {out}/: model/, oof.parquet, test.parquet, leaderboard.json, report.html "
         f"({summary['seconds']:.0f}s)"
     )
-
-
-class _progress_bar:
-    """A rich progress bar over (member, fold) pairs, with the task printed first."""
-
-    def __enter__(self):
-        self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-        )
-        self.bar.__enter__()
-        self.job = self.bar.add_task("cross-fitting members x folds", total=None)
-        return self.on_task, self.progress
-
-    def on_task(self, task: str) -> None:
-        console.print(f"task: {task} (--task overrides)")
-
-    def progress(self, label: str, done: int, total: int) -> None:
-        text = "cross-fitting (resumed)" if label == "resumed" else f"cross-fitting {label}"
-        self.bar.update(self.job, completed=done, total=total, description=text)
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
-
-
-def print_leaderboard(summary: dict) -> None:
-    """The leaderboard of a run as a terminal table."""
-    table = RichTable(
-        title=f"Leaderboard ({summary['metric']}, "
-        f"{'higher' if summary['greater_is_better'] else 'lower'} is better; "
-        "members: OOF score, combiners: nested-CV score)"
-    )
-    for col in ("model", "kind", "cv score", "test score", "fit s", "predict ms/1k rows"):
-        table.add_column(col, justify="left" if col in ("model", "kind") else "right")
-    for row in summary["leaderboard"]:
-        per_row = row.get("predict_seconds_per_row")
-        table.add_row(
-            row["model"], row["kind"], f"{row['cv_score']:.5f}", f"{row['test_score']:.5f}",
-            "" if row.get("fit_seconds") is None else f"{row['fit_seconds']:.2f}",
-            "" if per_row is None else f"{per_row * 1e6:.1f}",
-        )
-    console.print(table)
 
 
 @app.command()

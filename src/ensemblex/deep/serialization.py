@@ -9,12 +9,12 @@ only: no pickle, no code executed from the file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ensemblex.store import atomic_path
 
 FORMAT = "ensemblex-torch-members"
 FORMAT_VERSION = 1
@@ -59,15 +59,8 @@ class TorchMembersMixin:
             "versions": {"torch": torch.__version__},
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"config": json.dumps(config, default=_plain)})
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"config": json.dumps(config, default=_plain)})
         return path
 
     @classmethod
