@@ -340,20 +340,26 @@ def _regression_outputs(frame, columns, members, outputs, source) -> Predictions
                 "columns are '<member>:mean' and '<member>:var', or '<member>:q<level>'"
             )
     outputs = [str(o) for o in outputs]
-    for name in names:
-        missing = [o for o in outputs if o not in blocks[name]]
-        extra = [o for o in blocks[name] if o not in outputs]
-        if missing or extra:
-            detail = f"no column {name}:{missing[0]}" if missing else f"extra output {extra[0]!r}"
-            raise ValueError(
-                f"{source}: member {name!r} does not predict the same outputs as the others "
-                f"({detail}); expected outputs {outputs}"
-            )
+    _check_same_blocks(blocks, names, outputs, "output", source)
     ordered = [blocks[name][o] for name in names for o in outputs]
     values = frame[ordered].to_numpy(dtype=np.float64)
     _check_column_values(values, ordered, "regression", source)
     values = values.reshape(len(frame), len(names), len(outputs))
     return Predictions(values, names, "regression", outputs=outputs, source=source)
+
+
+def _check_same_blocks(blocks: dict, names: list, expected: list, what: str, source) -> None:
+    """Every member must have one column per expected output (or class), and no other."""
+    plural = "classes" if what == "class" else f"{what}s"
+    for name in names:
+        missing = [o for o in expected if o not in blocks[name]]
+        extra = [o for o in blocks[name] if o not in expected]
+        if missing or extra:
+            detail = f"no column {name}:{missing[0]}" if missing else f"extra {what} {extra[0]!r}"
+            raise ValueError(
+                f"{source}: member {name!r} does not predict the same {plural} as the others "
+                f"({detail}); expected {plural} {expected}"
+            )
 
 
 def _multiclass(frame, columns, y, classes, members, source) -> Predictions:
@@ -362,15 +368,7 @@ def _multiclass(frame, columns, y, classes, members, source) -> Predictions:
     if members is not None:
         names = _align_members(names, members, source)
     labels = list(blocks[names[0]]) if classes is None else [str(c) for c in classes]
-    for name in names:
-        missing = [c for c in labels if c not in blocks[name]]
-        extra = [c for c in blocks[name] if c not in labels]
-        if missing or extra:
-            detail = f"no column {name}:{missing[0]}" if missing else f"extra class {extra[0]!r}"
-            raise ValueError(
-                f"{source}: member {name!r} does not predict the same classes as the others "
-                f"({detail}); expected classes {labels}"
-            )
+    _check_same_blocks(blocks, names, labels, "class", source)
     if y is not None:
         unnamed = sorted({str(v) for v in y.tolist()} - set(labels))
         if unnamed:

@@ -210,9 +210,12 @@ class TabularMember(Member):
         estimator.fit(X, y)
         return estimator
 
-    @abstractmethod
     def predict_model(self, X) -> np.ndarray:
-        """Predictions ``(n_samples, n_columns, n_outputs)`` of ``self.model_``."""
+        """Predictions ``(n_samples, n_columns, n_outputs)`` of ``self.model_`` on encoded rows
+        (by default scikit-learn's ``predict`` / ``predict_proba``)."""
+        if self.task == "regression":
+            return one_column(self.model_.predict(X), self.task)
+        return one_column(self.model_.predict_proba(X), self.task)
 
     @abstractmethod
     def save_model(self, path: Path) -> None:

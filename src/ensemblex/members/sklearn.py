@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ensemblex.members.base import TabularMember, one_column
+from ensemblex.members.base import TabularMember
 from ensemblex.members.skops_io import TRUSTED_SKOPS_TYPES, load_skops
 
 __all__ = ["TRUSTED_SKOPS_TYPES", "SklearnMember", "load_skops"]
@@ -25,11 +25,6 @@ class SklearnMember(TabularMember):
     def encoding_for(cls, estimator) -> str:
         name = type(estimator).__name__
         return "ordinal" if any(key in name for key in _TREE_HINTS) else "onehot"
-
-    def predict_model(self, X):
-        if self.task == "regression":
-            return one_column(self.model_.predict(X), self.task)
-        return one_column(self.model_.predict_proba(X), self.task)
 
     def save_model(self, path):
         import skops.io as sio

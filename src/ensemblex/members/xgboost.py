@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ensemblex.members.base import TabularMember, one_column
+from ensemblex.members.base import TabularMember
 
 
 class XGBoostMember(TabularMember):
@@ -19,11 +19,6 @@ class XGBoostMember(TabularMember):
     @classmethod
     def encoding_for(cls, estimator) -> str:
         return "native"
-
-    def predict_model(self, X):
-        if self.task == "regression":
-            return one_column(self.model_.predict(X), self.task)
-        return one_column(self.model_.predict_proba(X), self.task)
 
     def save_model(self, path):
         self.model_.save_model(str(path))
