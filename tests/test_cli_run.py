@@ -5,8 +5,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import log_loss
 from typer.testing import CliRunner
 
 from ensemblex.cli import app
@@ -66,11 +68,41 @@ def test_run_tables_feed_blend(finished_run, tmp_path):
             "Exited",
             "--test",
             str(out / "test.parquet"),
+            "--folds",
+            "3",
+            "--seed",
+            "0",
             "--out",
             str(tmp_path),
         ],
     )
     assert result.exit_code == 0, result.output
+    blend = json.loads((tmp_path / "blend.json").read_text())
+    run = json.loads((out / "leaderboard.json").read_text())
+    board = {row["model"]: row for row in run["leaderboard"]}
+    # the same OOF rows, folds and seed as the run's own choice: the same combiner and scores
+    assert blend["method"] == run["chosen"]
+    assert set(blend["nested_cv_scores"]) == {
+        name for name, row in board.items() if row["kind"] != "member"
+    }
+    for name, score in blend["nested_cv_scores"].items():
+        assert score == pytest.approx(board[name]["cv_score"], rel=1e-9), name
+    assert blend["test_score"] == pytest.approx(board[run["chosen"]]["test_score"], rel=1e-9)
+    # and against scikit-learn on the run's tables
+    oof = pd.read_parquet(out / "oof.parquet")
+    test = pd.read_parquet(out / "test.parquet")
+    members = ["lgbm", "random_forest", "linear", "knn"]
+    oof_loss = {m: log_loss(oof["Exited"], oof[m], labels=[0, 1]) for m in members}
+    best = min(oof_loss, key=oof_loss.get)
+    assert blend["best_single_member"] == best
+    assert blend["best_single_test_score"] == pytest.approx(
+        log_loss(test["Exited"], test[best], labels=[0, 1]), rel=1e-9
+    )
+    predictions = pd.read_csv(tmp_path / "predictions.csv")["prediction"]
+    assert len(predictions) == len(test)
+    assert blend["test_score"] == pytest.approx(
+        log_loss(test["Exited"], predictions, labels=[0, 1]), rel=1e-9
+    )
 
 
 def test_predict_new_rows_and_check_their_schema(finished_run, churn_table, tmp_path):
@@ -209,3 +241,84 @@ def test_run_regression_and_multiclass(loader, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "pred.csv")) == len(frame)
+
+
+def _messages(n, seed=0):
+    """Generated messages: spam and ham words, filler, one word from the other class."""
+    rng = np.random.default_rng(seed)
+    words = {
+        "spam": "win free prize cash claim offer urgent winner call bonus".split(),
+        "ham": "see you lunch tomorrow meeting thanks friend home later dinner".split(),
+    }
+    filler = "the a to and of it is for on".split()
+    labels = rng.choice(["spam", "ham"], size=n)
+    texts = [
+        " ".join(
+            rng.permutation(
+                [
+                    *rng.choice(words[label], 3),
+                    *rng.choice(filler, 3),
+                    rng.choice(words["ham" if label == "spam" else "spam"]),
+                ]
+            )
+        )
+        for label in labels
+    ]
+    return pd.DataFrame({"message": texts, "label": labels})
+
+
+def test_text_members_run_and_predict_end_to_end(tmp_path):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+
+    from ensemblex.crossfit import make_splits
+    from ensemblex.ensemble import Ensemble
+
+    frame = _messages(150)
+    frame.to_csv(tmp_path / "texts.csv", index=False)
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "texts.csv"), "--target", "label", "--zoo", "none"]
+    args += ["--member", "words=tfidf_logistic"]
+    args += ["--member", "chars=tfidf_logistic:analyzer=char_wb", "--folds", "3", "--jobs", "1"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "leaderboard.json").read_text())
+    assert summary["task"] == "binary" and summary["dropped_columns"] == ["message"]
+    assert list(pd.read_parquet(out / "oof.parquet").columns) == ["label", "words", "chars"]
+    assert {r["model"] for r in summary["leaderboard"] if r["kind"] == "member"} == {
+        "words", "chars"
+    }
+
+    rows = _messages(40, seed=1)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    result = runner.invoke(
+        app, ["predict", str(out), str(tmp_path / "rows.csv"), "--out", str(tmp_path / "p.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    model = Ensemble.load(out / "model")
+    X_rows = rows.drop(columns="label")
+    np.testing.assert_allclose(
+        predicted[["ham", "spam"]].to_numpy(), model.predict_proba(X_rows), rtol=0, atol=1e-12
+    )
+    assert (predicted["prediction"] == rows["label"]).mean() > 0.8
+
+    # brute force: the "words" member is the mean of scikit-learn pipelines fitted on the
+    # cross-fitting folds of the run's training split
+    X, _, y, _ = train_test_split(
+        frame[["message"]], frame["label"].to_numpy(), test_size=0.2, random_state=0,
+        stratify=frame["label"],
+    )
+    codes = np.unique(y, return_inverse=True)[1]
+    expected = np.zeros((len(rows), 2))
+    for train, _ in make_splits(codes, "binary", 3, random_state=0):
+        pipeline = make_pipeline(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
+            LogisticRegression(C=10.0, max_iter=2000),
+        ).fit(X["message"].iloc[train], codes[train])
+        expected += pipeline.predict_proba(rows["message"]) / 3
+    np.testing.assert_allclose(
+        model.member_predictions(X_rows).member("words"), expected, rtol=0, atol=1e-12
+    )

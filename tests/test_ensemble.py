@@ -194,6 +194,10 @@ def test_same_seed_same_numbers(churn_table):
     b = EnsembleClassifier(members="fast", cv=3, random_state=4).fit(X, y)
     np.testing.assert_array_equal(a.oof_.values, b.oof_.values)
     pd.testing.assert_series_equal(a.leaderboard_["cv_score"], b.leaderboard_["cv_score"])
+    # a constant would pass the above: another seed (other folds) gives other numbers
+    c = EnsembleClassifier(members="fast", cv=3, random_state=5).fit(X, y)
+    assert np.abs(c.oof_.values - a.oof_.values).max() > 1e-3
+    assert not np.allclose(c.leaderboard_["cv_score"], a.leaderboard_["cv_score"])
 
 
 def test_bad_input(churn_table, tmp_path):

@@ -222,7 +222,9 @@ class Cascade(BaseEstimator):
         margin = self._margin(stages)
         self.full_accuracy_ = float(np.mean(full.argmax(axis=1) == y))
         full_coverage = coverage_at_risk(full, y, self.risk)
-        thresholds = np.unique(np.quantile(margin[:, :-1], np.linspace(0, 1, self.n_thresholds)))
+        early = margin[:, :-1]  # none with one member: the full ensemble is the only stage
+        levels = np.linspace(0, 1, self.n_thresholds)
+        thresholds = np.unique(np.quantile(early, levels)) if early.size else np.empty(0)
         thresholds = np.r_[thresholds, np.inf]  # inf: everything runs the full ensemble
         exits = self._exit_stage(margin, thresholds)  # (T, n)
         rows = np.arange(len(y))

@@ -49,6 +49,7 @@ def choose_cascade(
     source,
     *,
     target: str | None = None,
+    id_col: str | None = None,
     costs=None,
     rule: str = "confidence",
     target_accuracy: float | None = None,
@@ -61,7 +62,7 @@ def choose_cascade(
     ----------
     source : path
         A run folder (costs: measured predict times; weights: the chosen combiner's) or a
-        wide OOF table (``target`` and ``costs`` required).
+        wide OOF table (``target`` and ``costs`` required; ``id_col``, an id column to ignore).
     costs : path, optional
         JSON or CSV of cost per member (see :func:`read_costs`); overrides a run's.
     rule, target_accuracy, target_risk, coverage
@@ -83,7 +84,7 @@ def choose_cascade(
     else:
         if target is None:
             raise ValueError(f"{source}: --target is required for a predictions table")
-        oof = read_table(source, target=target)
+        oof = read_table(source, target=target, id_col=id_col)
     P = oof.predictions
     if costs is not None:
         member_costs = read_costs(costs, list(P.members))

@@ -65,7 +65,16 @@ def fit_fold(
     member = task_.member
     context = replace(context, n_threads=n_threads)
     start = time.perf_counter()
-    fitted = member.fit(X.iloc[task_.train], y[task_.train], context)
+    try:
+        fitted = member.fit(X.iloc[task_.train], y[task_.train], context)
+    except (ValueError, TypeError):
+        raise
+    except Exception as exc:  # a library's own error (CatBoostError, LightGBMError, ...)
+        detail = " ".join(str(exc).split())[:300]
+        raise ValueError(
+            f"member {member.name!r} failed to fit on fold {task_.fold} "
+            f"({type(exc).__name__}: {detail})"
+        ) from exc
     fit_seconds = time.perf_counter() - start
     X_valid = X.iloc[task_.valid]
 

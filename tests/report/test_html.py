@@ -63,6 +63,70 @@ def test_report_is_self_contained_with_every_plot(run_dir):
     for png in images:
         pixels = mpimg.imread(io.BytesIO(png), format="png")
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+        _assert_drawn(pixels)
+
+
+def _assert_drawn(pixels):
+    """A plot, not a blank or one-colour image: many colours, and ink on a share of it."""
+    rgb = pixels[..., :3].reshape(-1, 3)
+    colours = np.unique(np.round(rgb * 255).astype(np.uint8), axis=0)
+    assert len(colours) > 50, f"only {len(colours)} colours"
+    background = np.all(rgb > 0.97, axis=1)  # white (figure background)
+    assert 0.01 < 1 - background.mean() < 0.95, f"ink on {1 - background.mean():.1%}"
+
+
+def test_the_blank_image_check_catches_blank_images():
+    import matplotlib.pyplot as plt
+
+    for blank in (np.ones((200, 300, 4)), np.zeros((200, 300, 4))):
+        with pytest.raises(AssertionError):
+            _assert_drawn(blank)
+    figure = plt.figure(figsize=(4, 3))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    with pytest.raises(AssertionError):
+        _assert_drawn(mpimg.imread(io.BytesIO(buffer.getvalue()), format="png"))
+
+
+_PAYLOAD = "<script>alert(1)</script>"
+
+
+def _with_payload(run_dir, tmp_path, fields):
+    """A copy of the run whose leaderboard.json has a script in ``fields``."""
+    import json
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("work"))
+    summary = json.loads((copy / "leaderboard.json").read_text())
+    combiner = next(r for r in summary["leaderboard"] if r["kind"] == "combiner")
+    for field in fields:
+        if field in ("kind", "model"):
+            combiner[field] = f"{field}{_PAYLOAD}"
+        else:
+            summary[field] = f"{field}{_PAYLOAD}"
+    (copy / "leaderboard.json").write_text(json.dumps(summary))
+    (copy / "report.html").unlink()
+    return copy
+
+
+def test_leaderboard_text_is_escaped_in_the_report(run_dir, tmp_path):
+    from ensemblex.report import build_report
+
+    fields = ["zoo", "metric", "chosen", "kind", "model"]
+    page = build_report(_with_payload(run_dir, tmp_path, fields)).read_text()
+    assert "<script" not in page.lower()
+    for field in fields:
+        assert f"{field}&lt;script&gt;alert(1)&lt;/script&gt;" in page, field
+
+
+def test_a_script_as_the_task_is_refused(run_dir, tmp_path):
+    from ensemblex.report import build_report
+
+    copy = _with_payload(run_dir, tmp_path, ["task"])
+    with pytest.raises(ValueError, match="task"):
+        build_report(copy)
+    assert not (copy / "report.html").exists()
 
 
 def test_report_command_rebuilds_it(run_dir):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ensemblex import __version__
 
@@ -17,8 +18,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# What the commands print holds users' names (columns, members, paths): never read as markup
+console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
 
 
 class TaskChoice(str, Enum):
@@ -45,8 +47,9 @@ def main(
 
 def fail(message: str) -> None:
     """One red line on stderr and exit code 2: how every command reports bad input."""
+    line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
     err_console.print(
-        f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True
+        Text.assemble(("error:", "bold red"), " ", line), highlight=False, soft_wrap=True
     )
     raise typer.Exit(2)
 

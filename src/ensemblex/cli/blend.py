@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from ensemblex.cli.app import TaskChoice, app, console, example_path, fail
 
@@ -81,8 +82,9 @@ def _print_summary(summary: dict, out: Path) -> None:
     table.add_column(summary["metric"], justify="right")
     table.add_column("seconds", justify="right")
     for name, score in summary["nested_cv_scores"].items():
-        mark = " [bold green]<- chosen[/]" if name == summary["method"] else ""
-        table.add_row(name + mark, f"{score:.5f}", f"{summary['nested_cv_seconds'][name]:.2f}")
+        mark = (" <- chosen", "bold green") if name == summary["method"] else ""
+        seconds = summary["nested_cv_seconds"][name]
+        table.add_row(Text.assemble(name, mark), f"{score:.5f}", f"{seconds:.2f}")
     console.print(table)
     console.print(f"best single member: {summary['best_single_member']}")
     weights = summary.get("weights")

@@ -14,6 +14,7 @@ from ensemblex.cli.app import app, console, fail
 def cascade(
     source: Path = typer.Argument(..., help="A run folder, or OOF predictions (wide table)."),
     target: str | None = typer.Option(None, "--target", help="Target column (tables only)."),
+    id_col: str | None = typer.Option(None, "--id", help="An id column to ignore (tables only)."),
     costs: Path | None = typer.Option(None, "--costs", help="JSON or CSV of cost per member."),
     target_accuracy: float | None = typer.Option(
         None, "--target-accuracy", help="Accuracy to reach (default: full ensemble - 0.1 pt)."
@@ -35,8 +36,8 @@ def cascade(
 
     try:
         result = choose_cascade(
-            source, target=target, costs=costs, rule=rule, target_accuracy=target_accuracy,
-            target_risk=target_risk, coverage=coverage,
+            source, target=target, id_col=id_col, costs=costs, rule=rule,
+            target_accuracy=target_accuracy, target_risk=target_risk, coverage=coverage,
         )
         if out is not None:
             write_json_atomic(result, out)

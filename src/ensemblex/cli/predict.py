@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from ensemblex.cli.app import app, console, err_console, fail
 
@@ -21,12 +22,15 @@ def predict(
     from ensemblex.store import write_json_atomic
     from ensemblex.tables import read_data, write_frame
 
+    try:  # the rows first: an unreadable table is refused without loading the model
+        frame = read_data(data)
+    except (ValueError, TypeError, OSError) as exc:
+        fail(f"{data}: {exc}" if str(data) not in str(exc) else str(exc))
     try:
         model = Ensemble.load(model_dir(run_dir))
     except (ValueError, TypeError, OSError) as exc:
         fail(f"{run_dir}: {exc}" if str(run_dir) not in str(exc) else str(exc))
     try:
-        frame = read_data(data)
         run = RunFolder(run_dir)
         if run.is_run():  # a table that still holds the target: predict without it
             frame = frame.drop(columns=[run.summary["target"]], errors="ignore")
@@ -38,5 +42,7 @@ def predict(
     except (ValueError, TypeError, OSError) as exc:
         fail(f"{data}: {exc}" if str(data) not in str(exc) else str(exc))
     for note in notes:
-        err_console.print(f"[yellow]warning:[/] {data}: {note}", highlight=False)
+        err_console.print(
+            Text.assemble(("warning:", "yellow"), f" {data}: {note}"), highlight=False
+        )
     console.print(f"wrote {len(result)} predictions to {out} (and {sidecar.name})")

@@ -178,6 +178,8 @@ class TabularMember(Member):
 
     thread_param: ClassVar[str | None] = None  # the estimator's own thread-count parameter
     suffix: ClassVar[str]  # model file suffix
+    library: ClassVar[str | None] = None  # top-level module of the estimators it accepts
+    default_encoding: ClassVar[str] = "onehot"
 
     def __init__(self, name: str, estimator=None, encoding: str | None = None):
         super().__init__(name)
@@ -193,12 +195,14 @@ class TabularMember(Member):
 
     @classmethod
     def accepts(cls, estimator) -> bool:
-        """Whether this family handles ``estimator`` (used to pick a family for it)."""
-        return False
+        """Whether this family handles ``estimator`` (used to pick a family for it): by
+        default, an estimator defined by :attr:`library`."""
+        return cls.library is not None and type(estimator).__module__.split(".")[0] == cls.library
 
     @classmethod
     def encoding_for(cls, estimator) -> str:
-        return "onehot"
+        """The input encoding of ``estimator`` when the member does not name one."""
+        return cls.default_encoding
 
     def adopt(self, model):
         """The object to keep as ``model_`` for an estimator fitted elsewhere."""

@@ -10,15 +10,10 @@ class CatBoostMember(TabularMember):
 
     family = "catboost"
     suffix = ".cbm"
+    library = "catboost"
+    default_encoding = "native"
     thread_param = "thread_count"
 
-    @classmethod
-    def accepts(cls, estimator) -> bool:
-        return type(estimator).__module__.split(".")[0] == "catboost"
-
-    @classmethod
-    def encoding_for(cls, estimator) -> str:
-        return "native"
 
     def save_model(self, path):
         self.model_.save_model(str(path))

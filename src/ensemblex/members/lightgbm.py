@@ -11,15 +11,10 @@ class LightGBMMember(TabularMember):
 
     family = "lightgbm"
     suffix = ".txt"
+    library = "lightgbm"
+    default_encoding = "native"
     thread_param = "n_jobs"
 
-    @classmethod
-    def accepts(cls, estimator) -> bool:
-        return type(estimator).__module__.split(".")[0] == "lightgbm"
-
-    @classmethod
-    def encoding_for(cls, estimator) -> str:
-        return "native"
 
     def fit_model(self, estimator, X, y, context):
         categorical = self.categorical_columns(context)

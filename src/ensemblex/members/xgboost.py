@@ -10,15 +10,10 @@ class XGBoostMember(TabularMember):
 
     family = "xgboost"
     suffix = ".json"
+    library = "xgboost"
+    default_encoding = "native"
     thread_param = "n_jobs"
 
-    @classmethod
-    def accepts(cls, estimator) -> bool:
-        return type(estimator).__module__.split(".")[0] == "xgboost"
-
-    @classmethod
-    def encoding_for(cls, estimator) -> str:
-        return "native"
 
     def save_model(self, path):
         self.model_.save_model(str(path))

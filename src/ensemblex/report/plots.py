@@ -30,8 +30,10 @@ def member_signals(P: Predictions) -> np.ndarray:
 
 
 def correlation_matrix(P: Predictions) -> np.ndarray:
+    """``(n_members, n_members)``, also for one member (``np.corrcoef`` gives a scalar)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.nan_to_num(np.corrcoef(member_signals(P).T), nan=0.0)
+        corr = np.atleast_2d(np.corrcoef(member_signals(P).T))
+    return np.nan_to_num(corr, nan=0.0)
 
 
 def weights_plot(weights: dict[str, float], title: str) -> str:

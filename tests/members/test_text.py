@@ -1,0 +1,144 @@
+"""TfidfLogistic: a text member written against the protocol alone."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+from ensemblex.members import FoldContext, load_member, member_from_spec
+from ensemblex.members.text import TfidfLogistic
+from ensemblex.preprocessing import infer_schema
+
+TOPICS = {
+    "spam": "win free prize cash claim offer urgent winner call now bonus".split(),
+    "ham": "see you lunch tomorrow meeting thanks friend home later dinner".split(),
+    "work": "report deadline project budget review slides client invoice team".split(),
+}
+FILLER = "the a to and of it is for on".split()
+
+
+def sentences(n, classes=("spam", "ham"), seed=0):
+    """``n`` generated messages: words of their class's topic, filler, and a few from another
+    topic (so that the classes overlap a little)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(list(classes), size=n)
+    texts = []
+    for label in labels:
+        other = TOPICS[rng.choice([c for c in classes if c != label])]
+        words = [*rng.choice(TOPICS[label], 4), *rng.choice(FILLER, 3), rng.choice(other)]
+        texts.append(" ".join(rng.permutation(words)))
+    return pd.DataFrame(
+        {
+            "id": [f"m{i:03d}" for i in range(n)],
+            "tag": rng.choice(["a", "b"], size=n),
+            "message": texts,
+        }
+    ), labels
+
+
+def _fit(member, X, labels):
+    classes, codes = np.unique(labels, return_inverse=True)
+    task = "binary" if len(classes) == 2 else "multiclass"
+    return member.fit(X, codes, FoldContext(task, infer_schema(X), len(classes))), codes
+
+
+@pytest.mark.parametrize(
+    ("spec", "classes", "vectorizer"),
+    [
+        ("words=tfidf_logistic", ("spam", "ham"), {"analyzer": "word", "ngram_range": (1, 2)}),
+        (
+            "chars=tfidf_logistic:analyzer=char_wb,C=3,ngram_max=4",
+            ("spam", "ham", "work"),
+            {"analyzer": "char_wb", "ngram_range": (2, 4)},
+        ),
+    ],
+)
+def test_predicts_like_the_scikit_learn_pipeline_and_round_trips(
+    spec, classes, vectorizer, tmp_path
+):
+    X, labels = sentences(72, classes)
+    template = member_from_spec(spec)
+    fitted, codes = _fit(template, X[:48], labels[:48])
+    assert fitted.column == "message"  # the longest text column, not the id or the tag
+    assert template.column is None and template.pipeline_ is None  # the template is unchanged
+    pred = fitted.predict(X[48:])
+    assert pred.shape == (24, 1, len(classes))
+
+    reference = make_pipeline(
+        TfidfVectorizer(sublinear_tf=True, min_df=2, **vectorizer),
+        LogisticRegression(C=template.C, max_iter=2000),
+    ).fit(X["message"][:48], codes)
+    expected = reference.predict_proba(X["message"][48:])
+    np.testing.assert_allclose(pred[:, 0, :], expected, rtol=0, atol=1e-12)
+    test_codes = np.unique(labels, return_inverse=True)[1][48:]
+    assert (pred[:, 0].argmax(axis=1) == test_codes).mean() > 0.8
+
+    folder = fitted.save(tmp_path / template.name)
+    assert {p.name for p in folder.iterdir()} == {"member.json", "pipeline.skops"}
+    meta = json.loads((folder / "member.json").read_text())
+    assert meta["family"] == "tfidf_logistic" and meta["columns"] == [template.name]
+    assert meta["settings"] == {
+        "column": "message",
+        "analyzer": template.analyzer,
+        "ngram_max": template.ngram_max,
+        "C": template.C,
+    }
+    loaded = load_member(folder)
+    assert isinstance(loaded, TfidfLogistic) and loaded.task == fitted.task
+    np.testing.assert_allclose(loaded.predict(X[48:]), pred, rtol=0, atol=1e-12)
+
+
+def test_spec_parameters():
+    chars = member_from_spec("chars=tfidf_logistic:analyzer=char_wb,C=3")
+    assert isinstance(chars, TfidfLogistic)
+    assert (chars.name, chars.analyzer, chars.C, chars.ngram_max) == ("chars", "char_wb", 3, 2)
+    assert member_from_spec("t=tfidf_logistic:column=body").column == "body"
+    assert chars.fingerprint() != member_from_spec("chars=tfidf_logistic").fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("tfidf_logistic", "must look like NAME=FAMILY"),
+        ("=tfidf_logistic", "must look like NAME=FAMILY"),
+        ("x=", "must look like NAME=FAMILY"),
+        ("x=tfidf_logistic:C", "option 'C' must be key=value"),
+        ("x=tfidf_logistic:=3", "option '=3' must be key=value"),
+        ("x=tfidf_logistic:colour=red", "unexpected keyword argument 'colour'"),
+        ("x=bag_of_words", "unknown member family 'bag_of_words'"),
+        ("a/b=tfidf_logistic", "member name must be"),
+    ],
+)
+def test_bad_specs_are_value_errors(spec, message):
+    with pytest.raises(ValueError, match=message):
+        member_from_spec(spec)
+
+
+def test_bad_inputs():
+    X, labels = sentences(30)
+    with pytest.raises(ValueError, match="TfidfLogistic is for classification"):
+        TfidfLogistic("t").fit(X, np.arange(30.0), FoldContext("regression", infer_schema(X)))
+    with pytest.raises(ValueError, match="the table has no text column"):
+        _fit(TfidfLogistic("t"), pd.DataFrame({"n": np.arange(30.0)}), labels)
+    with pytest.raises(ValueError, match="text column 'body' is missing"):
+        _fit(TfidfLogistic("t", column="body"), X, labels)
+    fitted, _ = _fit(TfidfLogistic("t"), X, labels)
+    with pytest.raises(ValueError, match="text column 'message' is missing"):
+        fitted.predict(X.drop(columns="message"))
+    # missing texts are read as empty strings
+    gaps = X.assign(message=X["message"].where(np.arange(30) % 5 > 0))
+    assert np.isfinite(fitted.predict(gaps)).all()
+
+
+def test_a_damaged_pipeline_is_a_value_error_naming_it(tmp_path):
+    X, labels = sentences(30)
+    fitted, _ = _fit(TfidfLogistic("t"), X, labels)
+    folder = fitted.save(tmp_path / "t")
+    data = (folder / "pipeline.skops").read_bytes()
+    (folder / "pipeline.skops").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="pipeline.skops: not a readable skops file"):
+        load_member(folder)
