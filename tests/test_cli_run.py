@@ -288,7 +288,8 @@ def test_text_members_run_and_predict_end_to_end(tmp_path):
     assert summary["task"] == "binary" and summary["dropped_columns"] == ["message"]
     assert list(pd.read_parquet(out / "oof.parquet").columns) == ["label", "words", "chars"]
     assert {r["model"] for r in summary["leaderboard"] if r["kind"] == "member"} == {
-        "words", "chars"
+        "words",
+        "chars",
     }
 
     rows = _messages(40, seed=1)
@@ -308,7 +309,10 @@ def test_text_members_run_and_predict_end_to_end(tmp_path):
     # brute force: the "words" member is the mean of scikit-learn pipelines fitted on the
     # cross-fitting folds of the run's training split
     X, _, y, _ = train_test_split(
-        frame[["message"]], frame["label"].to_numpy(), test_size=0.2, random_state=0,
+        frame[["message"]],
+        frame["label"].to_numpy(),
+        test_size=0.2,
+        random_state=0,
         stratify=frame["label"],
     )
     codes = np.unique(y, return_inverse=True)[1]

@@ -45,8 +45,16 @@ def test_classification_oof_equals_a_brute_force_loop(churn, tmp_path):
     members = [member("logreg", logreg), member("strong", strong)]
     calls = []
     P, seconds = crossfit(
-        members, X, y, schema, "binary", splits, RunStore(tmp_path, {"run": 1}),
-        classes=np.array([0, 1]), n_jobs=1, progress=lambda *a: calls.append(a),
+        members,
+        X,
+        y,
+        schema,
+        "binary",
+        splits,
+        RunStore(tmp_path, {"run": 1}),
+        classes=np.array([0, 1]),
+        n_jobs=1,
+        progress=lambda *a: calls.append(a),
     )
     assert list(P.members) == ["logreg", "strong"] and P.task == "binary"
     assert P.values.shape == (500, 2, 2)
@@ -69,11 +77,18 @@ def test_regression_oof_equals_a_brute_force_loop(tmp_path):
     first = next(KFold(3, shuffle=True, random_state=0).split(X))
     np.testing.assert_array_equal(splits[0][1], first[1])
     P, _ = crossfit(
-        [member("ridge", Ridge(alpha=2.0))], X, y.to_numpy(), infer_schema(X), "regression",
-        splits, RunStore(tmp_path, {"run": 1}), n_jobs=1,
+        [member("ridge", Ridge(alpha=2.0))],
+        X,
+        y.to_numpy(),
+        infer_schema(X),
+        "regression",
+        splits,
+        RunStore(tmp_path, {"run": 1}),
+        n_jobs=1,
     )
-    expected = _brute_force(Ridge(alpha=2.0), "onehot", X, y.to_numpy(), infer_schema(X),
-                            splits, "predict")
+    expected = _brute_force(
+        Ridge(alpha=2.0), "onehot", X, y.to_numpy(), infer_schema(X), splits, "predict"
+    )
     np.testing.assert_allclose(P.values[:, 0, :], expected, rtol=0, atol=1e-9)
 
 
@@ -92,8 +107,16 @@ def test_resume_skips_finished_folds_and_refits_only_missing_ones(churn, tmp_pat
     def run():
         calls = []
         P, _ = crossfit(
-            members, X, y, schema, "binary", splits, RunStore(tmp_path, {"run": 1}),
-            classes=np.array([0, 1]), n_jobs=1, progress=lambda *a: calls.append(a),
+            members,
+            X,
+            y,
+            schema,
+            "binary",
+            splits,
+            RunStore(tmp_path, {"run": 1}),
+            classes=np.array([0, 1]),
+            n_jobs=1,
+            progress=lambda *a: calls.append(a),
         )
         return P, calls
 
@@ -128,12 +151,6 @@ def test_make_splits_errors():
         make_splits(np.arange(12.0), "regression", 13, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="classes from np.unique (as EnsembleClassifier passes them) are numpy scalars, and "
-    "the message shows their repr: class np.str_('rare'). One-line fix in make_splits: "
-    "label = np.asarray(classes)[code].item() if classes is not None else f'code {code}'.",
-)
 def test_make_splits_names_a_numpy_class_plainly():
     classes, codes = np.unique(np.array(["common"] * 10 + ["rare"] * 2), return_inverse=True)
     with pytest.raises(ValueError, match=r"^class 'rare' has 2 rows"):

@@ -3,6 +3,7 @@ import hashlib
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.tree import DecisionTreeClassifier
 
 from ensemblex.ensemble import EnsembleClassifier, EnsembleRegressor
-from ensemblex.store import sha256_file
+from ensemblex.files import sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +112,16 @@ def rewrite_manifest(saved, manifest, rel=None):
     """What an attacker who can write the folder does: relist a file, redo the digest."""
     if rel is not None:
         file = saved / rel
+        member_json = file.parent / "member.json"
+        if member_json.is_file() and file.name != "member.json":
+            meta = json.loads(member_json.read_text())
+            meta["files"][file.name] = sha256_file(file)
+            member_json.write_text(json.dumps(meta))
+            member_rel = str(Path(rel).parent / "member.json")
+            manifest["files"][member_rel] = {
+                "sha256": sha256_file(member_json),
+                "size": member_json.stat().st_size,
+            }
         manifest["files"][rel] = {"sha256": sha256_file(file), "size": file.stat().st_size}
     text = json.dumps(manifest)
     (saved / "manifest.json").write_text(text)

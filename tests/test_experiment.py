@@ -16,9 +16,7 @@ def small_churn(churn_table):
     return churn_table.head(300)
 
 
-def test_a_task_that_contradicts_the_target_fails_before_anything_is_written(
-    small_churn, tmp_path
-):
+def test_a_task_that_contradicts_the_target_fails_before_anything_is_written(small_churn, tmp_path):
     frame = small_churn.assign(Exited=np.arange(len(small_churn)) % 3)
     with pytest.raises(ValueError, match="binary"):
         run_experiment(frame, "Exited", tmp_path / "run", members="fast", task="binary", folds=2)

@@ -66,9 +66,7 @@ def test_schema_check_names_bad_columns(table):
 
 
 def test_a_few_text_cells_keep_a_column_numeric_and_become_missing(table, caplog):
-    noisy = table.assign(
-        age=table["age"].astype(object), income=table["income"].astype(str)
-    )
+    noisy = table.assign(age=table["age"].astype(object), income=table["income"].astype(str))
     noisy.loc[3, "age"] = "unknown"
     noisy.loc[5, "income"] = "n/a "
     schema = infer_schema(noisy, source="train.csv")

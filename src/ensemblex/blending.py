@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ensemblex.combiners import AutoCombiner, BestSingle
+from ensemblex.files import write_json_atomic
 from ensemblex.metrics import get_metric
-from ensemblex.store import write_json_atomic
 from ensemblex.tables import Table, read_table, write_frame
 from ensemblex.tasks import encode_labels, is_classification
 
@@ -50,6 +50,18 @@ def blend_tables(
         raise ValueError(
             f"--folds must be between 2 and the {P.n_samples} OOF rows, however: {folds}"
         )
+    if is_classification(P.task):
+        counts = np.bincount(codes, minlength=len(P.classes))
+        rarest = int(counts.argmin())
+        if counts[rarest] < folds:
+            # stratified outer folds cannot hold more folds than the rarest class has rows;
+            # refused rather than quietly lowered, so the folds reported are the folds asked
+            n = int(counts[rarest])
+            advice = f"use --folds {n} or fewer" if n >= 2 else "it needs at least 2"
+            raise ValueError(
+                f"--folds {folds}: class {_plain(P.classes[rarest])!r} has only {n} OOF "
+                f"row{'s' if n != 1 else ''}; {advice}"
+            )
     combiner = AutoCombiner(
         candidates="default" if method == "auto" else [method],
         metric=metric_obj,
@@ -131,5 +143,3 @@ def write_blend(out: Path, predictions: pd.DataFrame, summary: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_frame(predictions, out / "predictions.csv")
     write_json_atomic(summary, out / "blend.json")
-
-

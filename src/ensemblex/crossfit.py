@@ -42,7 +42,8 @@ def make_splits(y: np.ndarray, task: str, folds: int, random_state: int, classes
         counts = np.bincount(y)
         if counts.min() < folds:
             code = int(counts.argmin())
-            label = classes[code] if classes is not None else f"code {code}"
+            label = np.asarray(classes)[code] if classes is not None else f"code {code}"
+            label = label.item() if isinstance(label, np.generic) else label
             raise ValueError(
                 f"class {label!r} has {int(counts.min())} rows; {folds}-fold cross-fitting "
                 f"needs at least {folds} rows per class (use fewer folds, merge rare classes, "

@@ -30,13 +30,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from ensemblex.combiners import AutoCombiner, default_candidates
 from ensemblex.combiners.persistence import combiner_state, load_combiner
 from ensemblex.crossfit import crossfit, make_splits
+from ensemblex.files import sha256_file, write_text_atomic
 from ensemblex.members.base import Member, load_member
 from ensemblex.members.prefitted import PrefittedMember
 from ensemblex.members.zoo import resolve_members
 from ensemblex.metrics import get_metric
 from ensemblex.predictions import Predictions
 from ensemblex.preprocessing import Schema, infer_schema, with_ranges
-from ensemblex.store import RunStore, sha256_file, write_text_atomic
+from ensemblex.store import RunStore
 from ensemblex.tasks import encode_labels
 
 FORMAT = "ensemblex-ensemble"
@@ -438,8 +439,9 @@ def _check_prefitted_classes(members, classes) -> None:
             and [str(c) for c in fitted] != [str(c) for c in classes]
         ):
             raise ValueError(
-                f"prefitted member {member.name!r} predicts classes {list(fitted)}, however y "
-                f"has classes {list(classes)}"
+                f"prefitted member {member.name!r} predicts classes "
+                f"{np.asarray(fitted).tolist()}, however y has classes "
+                f"{np.asarray(classes).tolist()}"
             )
 
 

@@ -170,7 +170,10 @@ def _as_numbers(col: pd.Series, name, source: str, warn: bool = True) -> pd.Seri
         values = sorted({str(v) for v in present[bad]})[:5]
         log.warning(
             "%s: column %r is numeric but for %d cell(s) %s; read as missing",
-            source, name, int(bad.sum()), values,
+            source,
+            name,
+            int(bad.sum()),
+            values,
         )
     out = pd.Series(np.nan, index=col.index, dtype=np.float64)
     out[present.index] = numbers.to_numpy(dtype=np.float64)

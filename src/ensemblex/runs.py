@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ensemblex.files import write_json_atomic
 from ensemblex.predictions import Predictions
-from ensemblex.store import write_json_atomic
 from ensemblex.tables import Table, read_table, to_frame, write_frame
 
 MODEL = "model"

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ensemblex.files import atomic_path
 from ensemblex.predictions import GAUSSIAN_OUTPUTS, VALUE_OUTPUTS, Predictions, quantile_levels
-from ensemblex.store import atomic_path
 from ensemblex.tasks import detect_task
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")

@@ -11,6 +11,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.datasets import load_diabetes, load_iris
 
+from ensemblex.files import sha256_file
 from ensemblex.members import FoldContext, family_of, load_member, member
 from ensemblex.members.lightgbm import LightGBMMember
 from ensemblex.preprocessing import categorical_indices, infer_schema, make_preprocessor
@@ -70,6 +71,7 @@ def test_predicts_like_lightgbm_and_round_trips(task, churn_table, tmp_path):
         "task": task,
         "columns": ["gbm"],
         "settings": {"encoding": "native"},
+        "files": {p.name: sha256_file(p) for p in folder.iterdir() if p.name != "member.json"},
     }
     text = (folder / "model.txt").read_text()
     n_num = len(context.schema.numeric)
@@ -91,9 +93,17 @@ def saved(churn_table, tmp_path):
 
 
 @pytest.mark.parametrize("content", [b"", b"hello world\n"])
-def test_a_model_file_of_another_kind_is_a_value_error_naming_it(saved, content):
+def test_a_model_file_of_another_kind_is_a_value_error_naming_it(saved, content, damage_guard):
     (saved / "model.txt").write_bytes(content)
-    with pytest.raises(ValueError, match=r"model.txt: not a readable LightGBM model"):
+    guard, rehash = damage_guard
+    if guard == "parser":
+        rehash(saved)
+    expected = (
+        r"model.txt: not a readable LightGBM model"
+        if guard == "parser"
+        else r"model.txt: damaged \(its SHA-256 differs"
+    )
+    with pytest.raises(ValueError, match=expected):
         load_member(saved)
 
 
@@ -109,22 +119,38 @@ else:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LightGBM's C++ parser crashes the process on a damaged model.txt (truncated: "
-    "SIGSEGV, flipped bytes: SIGABRT); load_member cannot catch it. Fix: record each file's "
-    "SHA-256 in member.json at save and verify before parsing.",
-)
-@pytest.mark.parametrize("how", ["truncate", "flip"])
-def test_a_damaged_model_txt_is_a_value_error_not_a_crash(saved, how):
+def _replace_once(old: bytes, new: bytes):
+    return lambda data: data.replace(old, new, 1)
+
+
+def _flip_third(data: bytes) -> bytes:
+    start = len(data) // 3
+    return data[:start] + bytes(b ^ 0xFF for b in data[start : start + 40]) + data[start + 40 :]
+
+
+# edits that made LightGBM's own parser abort or crash the process when fuzzed
+_DAMAGE = {
+    "truncate": lambda data: data[: len(data) // 2],
+    "truncate_in_parameters": lambda data: data[: data.index(b"end of parameters") - 30],
+    "flip": _flip_third,
+    "merged_lines": _replace_once(b"\nright_child=", b"\x1dright_child="),
+    "num_cat": _replace_once(b"num_cat=0", b"num_cat=5"),
+    "no_num_cat": _replace_once(b"num_cat=0", b"numGcat=0"),
+    "letter_in_number": _replace_once(b"split_gain=", b"split_gain=x"),
+    "child_out_of_range": _replace_once(b"left_child=", b"left_child=9"),
+}
+
+
+@pytest.mark.parametrize("how", list(_DAMAGE))
+def test_a_damaged_model_txt_is_a_value_error_not_a_crash(saved, how, damage_guard):
     file = saved / "model.txt"
-    data = bytearray(file.read_bytes())
-    if how == "truncate":
-        data = data[: len(data) // 2]
-    else:
-        start = len(data) // 3
-        data[start : start + 40] = bytes(b ^ 0xFF for b in data[start : start + 40])
-    file.write_bytes(bytes(data))
+    data = file.read_bytes()
+    damaged = _DAMAGE[how](data)
+    assert damaged != data
+    file.write_bytes(damaged)
+    guard, rehash = damage_guard
+    if guard == "parser":
+        rehash(saved)
     # in a child process: a crash must not take the test run down with it
     done = subprocess.run(
         [sys.executable, "-c", _LOAD, str(saved)], capture_output=True, text=True, timeout=120

@@ -147,12 +147,6 @@ def test_bad_uses(tmp_path):
         family_class("prefitted").load_files(tmp_path, "mine", "binary", {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the message lists numpy scalars' reprs: 'predicts classes [np.int64(0), "
-    "np.int64(1)], however y has classes [np.str_('no'), ...]'. Fix in ensemble."
-    "_check_prefitted_classes: list(fitted) -> np.asarray(fitted).tolist() (and classes).",
-)
 def test_the_classes_message_names_labels_plainly(churn):
     X, y = churn
     model = _outside_model(X.iloc[1000:], y[1000:])

@@ -30,7 +30,13 @@ from ensemblex.members import (
 
 def test_every_registered_family_loads_under_its_name():
     assert set(FAMILIES) >= {
-        "sklearn", "lightgbm", "xgboost", "catboost", "torch", "prefitted", "tfidf_logistic"
+        "sklearn",
+        "lightgbm",
+        "xgboost",
+        "catboost",
+        "torch",
+        "prefitted",
+        "tfidf_logistic",
     }
     for name in FAMILIES:
         cls = family_class(name)

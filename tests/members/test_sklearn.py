@@ -11,6 +11,7 @@ from sklearn.datasets import load_diabetes, load_iris
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 
+from ensemblex.files import sha256_file
 from ensemblex.members import FoldContext, load_member, member
 from ensemblex.members.sklearn import SklearnMember
 from ensemblex.preprocessing import infer_schema, make_preprocessor
@@ -60,12 +61,18 @@ def _damage(path, how):
 
 
 ESTIMATORS = {
-    "regression": [("ridge", Ridge(alpha=3.0), "onehot"),
-                   ("forest", RandomForestRegressor(20, random_state=0), "ordinal")],
-    "binary": [("logreg", LogisticRegression(C=0.5, max_iter=1000), "onehot"),
-               ("forest", RandomForestClassifier(20, random_state=0), "ordinal")],
-    "multiclass": [("logreg", LogisticRegression(C=0.5, max_iter=1000), "onehot"),
-                   ("forest", RandomForestClassifier(20, random_state=0), "ordinal")],
+    "regression": [
+        ("ridge", Ridge(alpha=3.0), "onehot"),
+        ("forest", RandomForestRegressor(20, random_state=0), "ordinal"),
+    ],
+    "binary": [
+        ("logreg", LogisticRegression(C=0.5, max_iter=1000), "onehot"),
+        ("forest", RandomForestClassifier(20, random_state=0), "ordinal"),
+    ],
+    "multiclass": [
+        ("logreg", LogisticRegression(C=0.5, max_iter=1000), "onehot"),
+        ("forest", RandomForestClassifier(20, random_state=0), "ordinal"),
+    ],
 }
 CASES = [(task, *case) for task, cases in ESTIMATORS.items() for case in cases]
 
@@ -97,6 +104,7 @@ def test_predicts_like_the_estimator_and_round_trips(
         "task": task,
         "columns": [name],
         "settings": {"encoding": encoding},
+        "files": {p.name: sha256_file(p) for p in folder.iterdir() if p.name != "member.json"},
     }
     loaded = load_member(folder)
     assert type(loaded) is SklearnMember and loaded.task == task and loaded.encoding == encoding
@@ -153,10 +161,18 @@ def saved(churn_table, tmp_path):
 
 @pytest.mark.parametrize("file", ["model.skops", "preprocessor.skops"])
 @pytest.mark.parametrize("how", ["truncate", "flip"])
-def test_damaged_skops_file_is_a_value_error_naming_it(saved, file, how):
+def test_damaged_skops_file_is_a_value_error_naming_it(saved, file, how, damage_guard):
     folder = saved
     _damage(folder / file, how)
-    with pytest.raises(ValueError, match=rf"{file}: not a readable skops file"):
+    guard, rehash = damage_guard
+    if guard == "parser":
+        rehash(folder)
+    expected = (
+        rf"{file}: not a readable skops file"
+        if guard == "parser"
+        else rf"{file}: damaged \(its SHA-256 differs"
+    )
+    with pytest.raises(ValueError, match=expected):
         load_member(folder)
 
 
@@ -189,8 +205,10 @@ class Untrusted(ClassifierMixin, BaseEstimator):
         return np.full((len(X), len(self.classes_)), 1.0 / len(self.classes_))
 
 
-def test_untrusted_types_in_a_skops_file_are_refused(saved):
+def test_untrusted_types_in_a_skops_file_are_refused(saved, rehash):
     sio.dump(Untrusted().fit(np.zeros((4, 1)), [0, 1, 0, 1]), saved / "model.skops")
+    # a tamperer rewrites the digests too: the skops allowlist must still refuse
+    rehash(saved)
     refused = r"model.skops: refuses to load untrusted types \[.*Untrusted"
     with pytest.raises(ValueError, match=refused):
         load_member(saved)

@@ -10,6 +10,7 @@ import xgboost as xgb
 from sklearn.base import clone
 from sklearn.datasets import load_diabetes, load_iris
 
+from ensemblex.files import sha256_file
 from ensemblex.members import FoldContext, family_of, load_member, member
 from ensemblex.members.xgboost import XGBoostMember
 from ensemblex.preprocessing import infer_schema, make_preprocessor
@@ -67,6 +68,7 @@ def test_predicts_like_xgboost_and_round_trips(task, churn_table, tmp_path):
         "task": task,
         "columns": ["xgb"],
         "settings": {"encoding": "native"},
+        "files": {p.name: sha256_file(p) for p in folder.iterdir() if p.name != "member.json"},
     }
     json.loads((folder / "model.json").read_text())  # XGBoost's JSON format, no pickle
     loaded = load_member(folder)
@@ -75,7 +77,10 @@ def test_predicts_like_xgboost_and_round_trips(task, churn_table, tmp_path):
     booster = xgb.Booster(model_file=str(folder / "model.json"))
     raw = booster.predict(xgb.DMatrix(Z))
     np.testing.assert_allclose(
-        raw.reshape(len(Z), -1)[:, -1], pred[:, 0, -1], rtol=0, atol=1e-6  # float32 output
+        raw.reshape(len(Z), -1)[:, -1],
+        pred[:, 0, -1],
+        rtol=0,
+        atol=1e-6,  # float32 output
     )
 
 
@@ -89,29 +94,13 @@ def saved(churn_table, tmp_path):
 @pytest.mark.parametrize(
     "how",
     [
-        pytest.param(
-            "truncate",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="XGBoost's parse error quotes bytes around the end of a truncated file, "
-                "sometimes past it (not UTF-8): the same UnicodeDecodeError as 'flip', "
-                "depending on memory, so not strict. Same one-line fix.",
-            ),
-        ),
+        "truncate",
         "empty",
         "garbage",
-        pytest.param(
-            "flip",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="XGBoost decodes its own error message, which quotes the damaged bytes, "
-                "as UTF-8: a UnicodeDecodeError escapes without the file name. One-line fix in "
-                "members/xgboost.py load_model: except (xgb.core.XGBoostError, ValueError).",
-            ),
-        ),
+        "flip",
     ],
 )
-def test_a_damaged_model_is_a_one_line_value_error_naming_the_file(saved, how):
+def test_a_damaged_model_is_a_one_line_value_error_naming_the_file(saved, how, damage_guard):
     file = saved / "model.json"
     data = bytearray(file.read_bytes())
     if how == "truncate":
@@ -124,7 +113,15 @@ def test_a_damaged_model_is_a_one_line_value_error_naming_the_file(saved, how):
         start = len(data) // 3
         data[start : start + 40] = bytes(b ^ 0xFF for b in data[start : start + 40])
     file.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"model.json: not a readable XGBoost model") as info:
+    guard, rehash = damage_guard
+    if guard == "parser":
+        rehash(saved)
+    expected = (
+        r"model.json: not a readable XGBoost model"
+        if guard == "parser"
+        else r"damaged \(its SHA-256 differs"
+    )
+    with pytest.raises(ValueError, match=expected) as info:
         load_member(saved)
     message = str(info.value)
     assert len(message.splitlines()) == 1 and "Stack trace" not in message

@@ -63,8 +63,16 @@ def blend(
         console.print(f"No OOF table given: blending the bundled churn example ({oof.parent}).")
     try:
         summary, predictions = blend_tables(
-            oof, target, test=test, id_col=id_col, task=task.value, method=method.value,
-            metric=metric, positive=positive, folds=folds, seed=seed,
+            oof,
+            target,
+            test=test,
+            id_col=id_col,
+            task=task.value,
+            method=method.value,
+            metric=metric,
+            positive=positive,
+            folds=folds,
+            seed=seed,
         )
         write_blend(out, predictions, summary)
     except (ValueError, TypeError, OSError) as exc:

@@ -32,12 +32,18 @@ def cascade(
 ) -> None:
     """Choose an early-exit threshold on OOF rows; print the front and the operating point."""
     from ensemblex.cascade_choice import choose_cascade
-    from ensemblex.store import write_json_atomic
+    from ensemblex.files import write_json_atomic
 
     try:
         result = choose_cascade(
-            source, target=target, id_col=id_col, costs=costs, rule=rule,
-            target_accuracy=target_accuracy, target_risk=target_risk, coverage=coverage,
+            source,
+            target=target,
+            id_col=id_col,
+            costs=costs,
+            rule=rule,
+            target_accuracy=target_accuracy,
+            target_risk=target_risk,
+            coverage=coverage,
         )
         if out is not None:
             write_json_atomic(result, out)

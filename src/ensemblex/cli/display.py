@@ -20,8 +20,12 @@ class FoldProgress:
 
     def __enter__(self):
         self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
         )
         self.bar.__enter__()
         self.job = self.bar.add_task("cross-fitting members x folds", total=None)
@@ -50,7 +54,10 @@ def print_leaderboard(summary: dict) -> None:
     for row in summary["leaderboard"]:
         per_row = row.get("predict_seconds_per_row")
         table.add_row(
-            row["model"], row["kind"], f"{row['cv_score']:.5f}", f"{row['test_score']:.5f}",
+            row["model"],
+            row["kind"],
+            f"{row['cv_score']:.5f}",
+            f"{row['test_score']:.5f}",
             "" if row.get("fit_seconds") is None else f"{row['fit_seconds']:.2f}",
             "" if per_row is None else f"{per_row * 1e6:.1f}",
         )

@@ -8,8 +8,8 @@ import typer
 from rich.table import Table as RichTable
 
 from ensemblex.cli.app import TaskChoice, app, console, fail
+from ensemblex.files import write_json_atomic
 from ensemblex.metrics.summary import evaluate_predictions
-from ensemblex.store import write_json_atomic
 from ensemblex.tables import read_table
 
 

@@ -18,8 +18,8 @@ def predict(
 ) -> None:
     """Predict new rows with a saved ensemble; the columns must match its training schema."""
     from ensemblex.ensemble import Ensemble
+    from ensemblex.files import write_json_atomic
     from ensemblex.runs import RunFolder, model_dir
-    from ensemblex.store import write_json_atomic
     from ensemblex.tables import read_data, write_frame
 
     try:  # the rows first: an unreadable table is refused without loading the model

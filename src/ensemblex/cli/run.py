@@ -70,11 +70,21 @@ def run(
 
         with FoldProgress() as (on_task, progress):
             summary = run_experiment(
-                frame, target, out, members=members, task=task.value, folds=folds,
-                test_size=test_size, backend=backend.value, ray_address=ray_address,
-                n_jobs=jobs, seed=seed, source=str(data),
+                frame,
+                target,
+                out,
+                members=members,
+                task=task.value,
+                folds=folds,
+                test_size=test_size,
+                backend=backend.value,
+                ray_address=ray_address,
+                n_jobs=jobs,
+                seed=seed,
+                source=str(data),
                 zoo_label=zoo.value + "".join(f" +{spec}" for spec in member),
-                on_task=on_task, progress=progress,
+                on_task=on_task,
+                progress=progress,
             )
     except (ValueError, TypeError, OSError, ImportError) as exc:
         fail(str(exc))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ensemblex.store import atomic_path
+from ensemblex.files import atomic_path
 
 FORMAT = "ensemblex-torch-members"
 FORMAT_VERSION = 1
@@ -83,8 +83,7 @@ class TorchMembersMixin:
                 if config.get("estimator") != cls.__name__:
                     raise ValueError(f"it holds a {config.get('estimator')!r}")
                 params = {
-                    k: tuple(v) if isinstance(v, list) else v
-                    for k, v in config["params"].items()
+                    k: tuple(v) if isinstance(v, list) else v for k, v in config["params"].items()
                 }
                 arrays = {
                     k[7:]: fh.get_tensor(k).numpy() for k in shapes if k.startswith("arrays.")

@@ -7,9 +7,11 @@ safe format, and loads back from that folder. Cross-fitting, the run store, the 
 its save/load talk only to this protocol, so a new family (a text model, a graph network, a
 model trained elsewhere) is one module plus one line in :mod:`ensemblex.members.registry`.
 
-A member's folder always holds ``member.json`` (family, name, columns, task and the family's
-own settings); loading reads it, looks the family up in the registry and lets the family read
-its files. Nothing is unpickled.
+A member's folder always holds ``member.json`` (family, name, columns, task, the family's own
+settings and the SHA-256 of every other file); loading reads it, checks every file against its
+digest *before* a native library parses it (a damaged LightGBM file can crash the process, a
+damaged CatBoost file loads silently), looks the family up in the registry and lets the family
+read its files. Nothing is unpickled.
 
 :class:`TabularMember` is the base of the families that read table columns through the
 per-family encodings of :mod:`ensemblex.preprocessing` (scikit-learn, GBDTs, torch networks).
@@ -27,6 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from ensemblex.files import sha256_file
 from ensemblex.members.skops_io import load_skops
 from ensemblex.preprocessing import ENCODINGS, Schema, categorical_indices, make_preprocessor
 
@@ -122,12 +125,14 @@ class Member(ABC):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         settings = self.save_files(folder)
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MEMBER_FILE)
         meta = {
             "family": self.family,
             "name": self.name,
             "task": self.task,
             "columns": self.column_names(),
             "settings": settings,
+            "files": {p.relative_to(folder).as_posix(): sha256_file(p) for p in files},
         }
         (folder / MEMBER_FILE).write_text(json.dumps(meta, indent=2))
         return folder
@@ -146,9 +151,11 @@ def load_member(folder: Path) -> Member:
         meta = json.loads((folder / MEMBER_FILE).read_text())
         family, name, task = meta["family"], meta["name"], meta["task"]
         settings, columns = dict(meta.get("settings") or {}), list(meta["columns"])
+        files = dict(meta["files"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         file = folder / MEMBER_FILE
         raise ValueError(f"{file}: not a readable member description ({exc})") from None
+    _verify_files(folder, files)
     member = family_class(family).load_files(folder, name, task, settings)
     member.task = task
     if member.column_names() != columns:
@@ -157,6 +164,22 @@ def load_member(folder: Path) -> Member:
             f"{member.column_names()}"
         )
     return member
+
+
+def _verify_files(folder: Path, files: dict) -> None:
+    """Every file ``member.json`` lists is a regular file inside the folder and matches its
+    digest (families read only the files they listed at save)."""
+    root = folder.resolve()
+    for rel, digest in files.items():
+        path = folder / str(rel)
+        if path.is_symlink() or root not in path.resolve().parents:
+            raise ValueError(f"{path}: not a file inside the member folder {folder}")
+        if not path.is_file():
+            raise ValueError(f"{path}: missing (listed in {folder / MEMBER_FILE})")
+        if sha256_file(path) != digest:
+            raise ValueError(
+                f"{path}: damaged (its SHA-256 differs from the one in {folder / MEMBER_FILE})"
+            )
 
 
 # ---------------------------------------------------------------- tabular families

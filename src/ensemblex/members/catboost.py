@@ -14,7 +14,6 @@ class CatBoostMember(TabularMember):
     default_encoding = "native"
     thread_param = "thread_count"
 
-
     def save_model(self, path):
         self.model_.save_model(str(path))
 

@@ -34,6 +34,7 @@ TRUSTED_SKOPS_TYPES = frozenset(
     }
 )
 
+
 def load_skops(path: Path):
     """Load a skops file, refusing any type outside skops' defaults and our allowlist."""
     import skops.io as sio

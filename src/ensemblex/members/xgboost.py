@@ -14,7 +14,6 @@ class XGBoostMember(TabularMember):
     default_encoding = "native"
     thread_param = "n_jobs"
 
-
     def save_model(self, path):
         self.model_.save_model(str(path))
 
@@ -25,7 +24,7 @@ class XGBoostMember(TabularMember):
         model = xgb.XGBRegressor() if task == "regression" else xgb.XGBClassifier()
         try:
             model.load_model(str(path))
-        except xgb.core.XGBoostError as exc:
+        except (xgb.core.XGBoostError, ValueError) as exc:  # ValueError: it decodes bad bytes
             # XGBoost appends a C++ stack trace: keep the first line only
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"{path}: not a readable XGBoost model ({first})") from None

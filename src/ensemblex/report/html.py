@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ensemblex.files import write_text_atomic
 from ensemblex.report import plots
 from ensemblex.runs import RunFolder
-from ensemblex.store import write_text_atomic
 from ensemblex.tasks import encode_labels
 
 _STYLE = """
