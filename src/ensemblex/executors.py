@@ -57,11 +57,25 @@ def exit_with_parent(parent: int, interval: float = 0.5) -> None:
     """In a worker process: exit as soon as ``parent`` is gone (``kill -9`` of the CLI), so
     no worker outlives the command that started it.
 
-    Polls the parent id from a daemon thread: Linux's parent-death signal would fire when the
-    *thread* that spawned the worker ends, which in loky is not the main thread.
+    Two guards. On Linux the kernel's parent-death signal (``PR_SET_PDEATHSIG``) kills the
+    worker at once, even while a native library holds the GIL for seconds. It fires when the
+    *thread* that spawned the worker ends; loky spawns its first workers from the main thread,
+    and respawned ones from its manager thread, which ends only when the pool shuts down.
+    Elsewhere, and as a fallback, a daemon thread polls the parent id.
     """
+    import signal
+    import sys
     import threading
     import time
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
     def watch():
         while os.getppid() == parent:
