@@ -107,3 +107,46 @@ def test_not_a_run_folder(run, tmp_path):
     (copy / "leaderboard.json").write_text(json.dumps(summary))
     with pytest.raises(ValueError, match="records no predict time per member"):
         RunFolder(copy).member_costs()
+
+
+def _edited(out, tmp_path, edit):
+    copy = tmp_path / "edited"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("work", "model"))
+    summary = json.loads((out / "leaderboard.json").read_text())
+    edit(summary)
+    (copy / "leaderboard.json").write_text(json.dumps(summary))
+    return RunFolder(copy)
+
+
+def _set_row(i, key, value):
+    return lambda s: s["leaderboard"][i].__setitem__(key, value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s.__setitem__("greater_is_better", "no"), "'greater_is_better' must be a bool"),
+        (lambda s: s.__setitem__("leaderboard", {}), "'leaderboard' must be a list"),
+        (lambda s: s.__setitem__("task", "survival"), "'task' must be one of"),
+        (lambda s: s["leaderboard"][0].pop("model"), "leaderboard row 0 must hold 'model'"),
+        (_set_row(1, "cv_score", "0.3"), "leaderboard row 1 must hold"),
+        (_set_row(1, "cv_score", None), "leaderboard row 1 must hold"),
+        (_set_row(0, "kind", "<b>"), "leaderboard row 0 must hold"),
+        (lambda s: s.__setitem__("leaderboard", []), "lists no member"),
+    ],
+)
+def test_a_malformed_summary_is_refused_naming_what_is_wrong(run, tmp_path, edit, message):
+    out, _, _ = run
+    with pytest.raises(ValueError, match=message):
+        _ = _edited(out, tmp_path, edit).summary
+
+
+def test_leaderboard_members_must_be_the_oof_tables(run, tmp_path):
+    out, _, _ = run
+
+    def rename(s):
+        next(r for r in s["leaderboard"] if r["kind"] == "member")["model"] = "ghost"
+
+    with pytest.raises(ValueError, match="lists members .*'ghost'.* however oof.parquet holds"):
+        _ = _edited(out, tmp_path, rename).oof

@@ -26,6 +26,7 @@ import numpy as np
 from ensemblex.files import write_json_atomic
 from ensemblex.predictions import Predictions
 from ensemblex.tables import Table, read_table, to_frame, write_frame
+from ensemblex.tasks import TASKS
 
 MODEL = "model"
 OOF = "oof.parquet"
@@ -34,7 +35,16 @@ LEADERBOARD = "leaderboard.json"
 REPORT = "report.html"
 WORK = "work"
 LOCK = ".lock"
-_SUMMARY_KEYS = ("target", "task", "metric", "greater_is_better", "chosen", "leaderboard")
+_SUMMARY_TYPES = {
+    "target": str,
+    "task": str,
+    "metric": str,
+    "greater_is_better": bool,
+    "chosen": str,
+    "leaderboard": list,
+}
+_ROW_KINDS = ("member", "combiner", "combiner (chosen)")
+_ROW_NUMBERS = ("cv_score", "test_score", "fit_seconds", "predict_seconds_per_row")
 
 
 class RunFolder:
@@ -120,15 +130,24 @@ class RunFolder:
             summary = json.loads(file.read_text())
         except (OSError, ValueError) as exc:
             raise ValueError(f"{file}: not readable JSON ({exc})") from None
-        missing = [k for k in _SUMMARY_KEYS if not isinstance(summary, dict) or k not in summary]
-        if missing:
-            raise ValueError(f"{file}: missing entries {missing}")
+        problem = _summary_problem(summary)
+        if problem:
+            raise ValueError(f"{file}: {problem}")
         return summary
 
     @cached_property
     def oof(self) -> Table:
         """Out-of-fold predictions and targets."""
-        return read_table(self.root / OOF, target=self.summary["target"], task=self.summary["task"])
+        table = read_table(
+            self.root / OOF, target=self.summary["target"], task=self.summary["task"]
+        )
+        listed = [r["model"] for r in self.summary["leaderboard"] if r["kind"] == "member"]
+        if sorted(listed) != sorted(table.predictions.members):
+            raise ValueError(
+                f"{self.root / LEADERBOARD}: lists members {sorted(listed)}, however "
+                f"{OOF} holds {sorted(table.predictions.members)}"
+            )
+        return table
 
     @cached_property
     def test(self) -> Table:
@@ -175,6 +194,40 @@ class RunFolder:
         self.__dict__.pop("summary", None)
         self.__dict__.pop("oof", None)
         self.__dict__.pop("test", None)
+
+
+def _summary_problem(summary) -> str | None:
+    """What makes ``leaderboard.json`` unusable, or None: every reader (report, cascade,
+    predict) may then index it without further checks."""
+    if not isinstance(summary, dict):
+        return "not a JSON object"
+    missing = [k for k in _SUMMARY_TYPES if k not in summary]
+    if missing:
+        return f"missing entries {missing}"
+    for key, kind in _SUMMARY_TYPES.items():
+        if not isinstance(summary[key], kind):
+            return f"{key!r} must be a {kind.__name__}, however: {summary[key]!r:.60}"
+    if summary["task"] not in TASKS:
+        return f"'task' must be one of {list(TASKS)}, however: {summary['task']!r:.60}"
+    for i, row in enumerate(summary["leaderboard"]):
+        if not (
+            isinstance(row, dict)
+            and isinstance(row.get("model"), str)
+            and row.get("kind") in _ROW_KINDS
+            and _is_number(row.get("cv_score"))
+            and all(row.get(k) is None or _is_number(row[k]) for k in _ROW_NUMBERS)
+        ):
+            return (
+                f"leaderboard row {i} must hold 'model' (text), 'kind' (one of "
+                f"{list(_ROW_KINDS)}) and numbers, however: {row!r:.80}"
+            )
+    if not any(row["kind"] == "member" for row in summary["leaderboard"]):
+        return "the leaderboard lists no member"
+    return None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _lock_holder(path: Path) -> int | None:

@@ -113,18 +113,20 @@ def _with_payload(run_dir, tmp_path, fields):
 def test_leaderboard_text_is_escaped_in_the_report(run_dir, tmp_path):
     from ensemblex.report import build_report
 
-    fields = ["zoo", "metric", "chosen", "kind", "model"]
+    fields = ["zoo", "metric", "chosen", "model"]
     page = build_report(_with_payload(run_dir, tmp_path, fields)).read_text()
     assert "<script" not in page.lower()
     for field in fields:
         assert f"{field}&lt;script&gt;alert(1)&lt;/script&gt;" in page, field
 
 
-def test_a_script_as_the_task_is_refused(run_dir, tmp_path):
+@pytest.mark.parametrize("field", ["task", "kind"])
+def test_a_script_as_the_task_or_a_row_kind_is_refused(run_dir, tmp_path, field):
+    """Fields with a fixed set of values are checked against it before anything is shown."""
     from ensemblex.report import build_report
 
-    copy = _with_payload(run_dir, tmp_path, ["task"])
-    with pytest.raises(ValueError, match="task"):
+    copy = _with_payload(run_dir, tmp_path, [field])
+    with pytest.raises(ValueError, match=f"'{field}'|{field}"):
         build_report(copy)
     assert not (copy / "report.html").exists()
 
