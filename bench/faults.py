@@ -36,11 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / ".venv" / "bin" / "ensemblex"
 DATA = ROOT / "src" / "ensemblex" / "data" / "churn_modelling.csv"
 RESULTS = Path(__file__).resolve().parent / "results"
+ORPHAN_AFTER_S = 20.0  # a worker still alive this long after its parent's death is an orphan
 ARGS = ["--target", "Exited", "--zoo", "fast", "--folds", "3", "--seed", "0"]
 
 
-def run(out: Path, kill_after: float | None = None) -> tuple[int, float]:
-    """Run the CLI; with ``kill_after``, SIGKILL it then. Returns (exit code, seconds)."""
+def run(out: Path, kill_after: float | None = None) -> tuple[int, float, set[int]]:
+    """Run the CLI; with ``kill_after``, SIGKILL it then. Returns (exit code, seconds, the
+    processes it had started when it was killed)."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         [str(CLI), "run", str(DATA), *ARGS, "--out", str(out)],
@@ -48,21 +50,34 @@ def run(out: Path, kill_after: float | None = None) -> tuple[int, float]:
         stderr=subprocess.DEVNULL,
     )
     if kill_after is None:
-        return proc.wait(), time.perf_counter() - start
+        return proc.wait(), time.perf_counter() - start, set()
+    children: set[int] = set()
     try:
         proc.wait(timeout=kill_after)
     except subprocess.TimeoutExpired:
+        children = children_of(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    return proc.returncode, time.perf_counter() - start
+    return proc.returncode, time.perf_counter() - start, children
 
 
-def workers() -> set[int]:
-    """Process ids of loky worker processes of this project's virtual environment."""
-    found = subprocess.run(
-        ["pgrep", "-f", f"{ROOT / '.venv'}.*loky"], capture_output=True, text=True
-    ).stdout
-    return {int(pid) for pid in found.split()}
+def children_of(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (loky's workers and resource tracker)."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return {int(p) for p in found.split()}
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of ``pids`` still running (a zombie has exited)."""
+    left = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            left.add(pid)
+    return left
 
 
 def fingerprint(out: Path) -> dict:
@@ -70,9 +85,7 @@ def fingerprint(out: Path) -> dict:
     from ensemblex.ensemble import Ensemble
 
     summary = json.loads((out / "leaderboard.json").read_text())
-    board = [
-        {k: v for k, v in row.items() if "seconds" not in k} for row in summary["leaderboard"]
-    ]
+    board = [{k: v for k, v in row.items() if "seconds" not in k} for row in summary["leaderboard"]]
     rows = pd.read_csv(DATA).drop(columns="Exited").head(500)
     return {
         "leaderboard": board,
@@ -125,36 +138,52 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="ensemblex-faults-"))
     try:
-        code, reference_seconds = run(tmp / "reference")
+        code, reference_seconds, _ = run(tmp / "reference")
         assert code == 0, "the reference run failed"
         reference = fingerprint(tmp / "reference")
         print(f"reference run: {reference_seconds:.1f} s", flush=True)
         kills = []
         for i in range(args.kills):
             out = tmp / f"kill{i}"
-            before = workers()
             moment = float(rng.uniform(0.5, reference_seconds))
-            code, _ = run(out, kill_after=moment)
-            time.sleep(2.0)  # workers poll for their parent twice a second
-            orphans = sorted(workers() - before)
-            rerun, _ = run(out)
+            code, _, children = run(out, kill_after=moment)
+            # a worker dies at once (parent-death signal) or, if it was still starting up
+            # when its parent died, as soon as its start-up reaches the check
+            killed_at = time.perf_counter()
+            left = alive(children)
+            while left and time.perf_counter() - killed_at < ORPHAN_AFTER_S:
+                time.sleep(0.1)
+                left = alive(children)
+            orphans = sorted(left)
+            workers_gone_s = time.perf_counter() - killed_at
+            rerun, _, _ = run(out)
             ok = rerun == 0 and same(fingerprint(out), reference)
             kills.append(
-                {"at_s": moment, "killed": code == -signal.SIGKILL, "orphans": orphans,
-                 "rerun_exit": rerun, "identical": ok}
+                {
+                    "at_s": moment,
+                    "killed": code == -signal.SIGKILL,
+                    "orphans": orphans,
+                    "workers_gone_s": workers_gone_s,
+                    "rerun_exit": rerun,
+                    "identical": ok,
+                }
             )
-            print(f"kill {i + 1}: at {moment:.1f} s, orphans {len(orphans)}, identical {ok}",
-                  flush=True)
+            print(
+                f"kill {i + 1}: at {moment:.1f} s, workers gone after {workers_gone_s:.1f} s, "
+                f"orphans {len(orphans)}, identical {ok}",
+                flush=True,
+            )
             shutil.rmtree(out, ignore_errors=True)
         damages = []
         out = tmp / "damaged"
         shutil.copytree(tmp / "reference", out)
         for i in range(args.damages):
             what = damage(out, rng)
-            rerun, seconds = run(out)
+            rerun, seconds, _ = run(out)
             ok = rerun == 0 and same(fingerprint(out), reference)
-            damages.append({"damage": what, "rerun_exit": rerun, "identical": ok,
-                            "rerun_s": seconds})
+            damages.append(
+                {"damage": what, "rerun_exit": rerun, "identical": ok, "rerun_s": seconds}
+            )
             print(f"damage {i + 1}: {what}; rerun {seconds:.1f} s, identical {ok}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -165,6 +194,7 @@ def main() -> None:
         "kills_that_hit_a_running_process": sum(k["killed"] for k in kills),
         "kills_identical_after_rerun": sum(k["identical"] for k in kills),
         "orphaned_workers": sum(len(k["orphans"]) for k in kills),
+        "slowest_worker_exit_s": max(k["workers_gone_s"] for k in kills),
         "damages": len(damages),
         "damages_identical_after_rerun": sum(d["identical"] for d in damages),
         "details": {"kills": kills, "damages": damages},
@@ -172,8 +202,10 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "faults.json").write_text(json.dumps(summary, indent=2))
     print({k: v for k, v in summary.items() if k != "details"})
-    if summary["kills_identical_after_rerun"] < len(kills) or (
-        summary["damages_identical_after_rerun"] < len(damages)
+    if (
+        summary["kills_identical_after_rerun"] < len(kills)
+        or summary["damages_identical_after_rerun"] < len(damages)
+        or summary["orphaned_workers"]
     ):
         sys.exit(1)
 

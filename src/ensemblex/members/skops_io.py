@@ -38,15 +38,14 @@ TRUSTED_SKOPS_TYPES = frozenset(
 def load_skops(path: Path):
     """Load a skops file, refusing any type outside skops' defaults and our allowlist."""
     import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
 
+    # one pass: skops audits the tree against the allowlist before constructing anything
+    # (asking get_untrusted_types first would build and walk the tree twice)
     try:
-        untrusted = sio.get_untrusted_types(file=path)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable skops file ({exc})") from None
-    refused = sorted(set(untrusted) - TRUSTED_SKOPS_TYPES)
-    if refused:
-        raise ValueError(f"{path}: refuses to load untrusted types {refused}")
-    try:
-        return sio.load(path, trusted=sorted(untrusted))
-    except Exception as exc:  # a damaged file fails inside skops or numpy
+        return sio.load(path, trusted=sorted(TRUSTED_SKOPS_TYPES))
+    except UntrustedTypesFoundException:
+        refused = sorted(set(sio.get_untrusted_types(file=path)) - TRUSTED_SKOPS_TYPES)
+        raise ValueError(f"{path}: refuses to load untrusted types {refused}") from None
+    except Exception as exc:  # a damaged file fails inside skops, zipfile or numpy
         raise ValueError(f"{path}: not a readable skops file ({exc})") from None
