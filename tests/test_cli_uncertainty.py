@@ -177,3 +177,21 @@ def test_bad_input_exits_2_with_one_line(multiclass_zoo, tmp_path, case):
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert message in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("risk", ["0", "-1", "1", "nan"])
+def test_cascade_target_risk_outside_0_1_is_refused(multiclass_zoo, tmp_path, risk):
+    """Never silently replaced by a default: the risk used is the risk asked."""
+    oof = _table(multiclass_zoo.oof, multiclass_zoo.y, tmp_path / "oof.csv")
+    costs = {m: 1.0 for m in multiclass_zoo.oof.members}
+    (tmp_path / "costs.json").write_text(json.dumps(costs))
+    out = tmp_path / "cascade.json"
+    args = ["cascade", str(oof), "--target", "label", "--costs", str(tmp_path / "costs.json")]
+    result = runner.invoke(app, [*args, "--target-risk", risk, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "--target-risk must be in (0, 1)" in " ".join(result.output.split())
+    assert not out.exists()
+    result = runner.invoke(app, [*args, "--target-risk", "0.1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    settings = json.loads(out.read_text())["settings"]
+    assert settings["target_risk"] == 0.1 and settings["target"] == "coverage_at_risk"

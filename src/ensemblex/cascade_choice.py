@@ -102,6 +102,14 @@ def choose_cascade(
         min_coverage=coverage,
     ).fit(P, oof.y)
     result = {
+        # the settings used, as asked (none is replaced by a default silently)
+        "settings": {
+            "rule": rule,
+            "target": model.target,
+            "target_risk": target_risk,
+            "target_accuracy": target_accuracy,
+            "coverage": coverage,
+        },
         "order": model.order_,
         "threshold": model.threshold_,
         "full_accuracy": model.full_accuracy_,
