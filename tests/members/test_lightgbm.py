@@ -6,35 +6,14 @@ import sys
 
 import lightgbm as lgb
 import numpy as np
-import pandas as pd
 import pytest
+from member_cases import fold_context, tables
 from sklearn.base import clone
-from sklearn.datasets import load_diabetes, load_iris
 
 from ensemblex.files import sha256_file
-from ensemblex.members import FoldContext, family_of, load_member, member
+from ensemblex.members import family_of, load_member, member
 from ensemblex.members.lightgbm import LightGBMMember
-from ensemblex.preprocessing import categorical_indices, infer_schema, make_preprocessor
-
-
-def _tables(task, churn_table):
-    if task == "regression":
-        frame = load_diabetes(as_frame=True).frame
-        frame["band"] = pd.cut(frame["bmi"], 3, labels=["low", "mid", "high"]).astype(str)
-    elif task == "binary":
-        frame = churn_table.head(600).rename(columns={"Exited": "target"})
-    else:
-        frame = load_iris(as_frame=True).frame.sample(frac=1.0, random_state=0)
-        frame["petal"] = np.where(frame["petal width (cm)"] > 1.0, "wide", "narrow")
-    frame = frame.reset_index(drop=True)
-    y = frame.pop("target").to_numpy()
-    n = int(0.75 * len(frame))
-    return frame[:n], y[:n], frame[n:]
-
-
-def _context(task, X, y):
-    n_classes = 0 if task == "regression" else len(np.unique(y))
-    return FoldContext(task, infer_schema(X), n_classes, n_threads=1)
+from ensemblex.preprocessing import categorical_indices, make_preprocessor
 
 
 def _estimator(task):
@@ -44,8 +23,8 @@ def _estimator(task):
 
 @pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
 def test_predicts_like_lightgbm_and_round_trips(task, churn_table, tmp_path):
-    X, y, X_test = _tables(task, churn_table)
-    context = _context(task, X, y)
+    X, y, X_test = tables(task, churn_table)
+    context = fold_context(task, X, y)
     estimator = _estimator(task)
     assert family_of(estimator) == "lightgbm"
     template = member("gbm", estimator)
@@ -87,8 +66,8 @@ def test_predicts_like_lightgbm_and_round_trips(task, churn_table, tmp_path):
 
 @pytest.fixture
 def saved(churn_table, tmp_path):
-    X, y, _ = _tables("binary", churn_table)
-    fitted = member("gbm", _estimator("binary")).fit(X, y, _context("binary", X, y))
+    X, y, _ = tables("binary", churn_table)
+    fitted = member("gbm", _estimator("binary")).fit(X, y, fold_context("binary", X, y))
     return fitted.save(tmp_path / "gbm")
 
 

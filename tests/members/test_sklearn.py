@@ -3,41 +3,19 @@
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import skops.io as sio
+from member_cases import fold_context, tables
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.datasets import load_diabetes, load_iris
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from ensemblex.files import sha256_file
-from ensemblex.members import FoldContext, load_member, member
+from ensemblex.members import load_member, member
 from ensemblex.members.sklearn import SklearnMember
-from ensemblex.preprocessing import infer_schema, make_preprocessor
-
+from ensemblex.preprocessing import make_preprocessor
 
 # ---------------------------------------------------------------- data and reference
-def _tables(task, churn_table):
-    """Train rows, their targets (codes), test rows: diabetes with a text band, churn (IDs and
-    categories), iris with a text column."""
-    if task == "regression":
-        frame = load_diabetes(as_frame=True).frame
-        frame["band"] = pd.cut(frame["bmi"], 3, labels=["low", "mid", "high"]).astype(str)
-    elif task == "binary":
-        frame = churn_table.head(600).rename(columns={"Exited": "target"})
-    else:
-        frame = load_iris(as_frame=True).frame.sample(frac=1.0, random_state=0)
-        frame["petal"] = np.where(frame["petal width (cm)"] > 1.0, "wide", "narrow")
-    frame = frame.reset_index(drop=True)
-    y = frame.pop("target").to_numpy()
-    n = int(0.75 * len(frame))
-    return frame[:n], y[:n], frame[n:]
-
-
-def _context(task, X, y):
-    n_classes = 0 if task == "regression" else len(np.unique(y))
-    return FoldContext(task, infer_schema(X), n_classes, n_threads=1)
 
 
 def _reference(estimator, encoding, context, X, y, X_test):
@@ -82,8 +60,8 @@ CASES = [(task, *case) for task, cases in ESTIMATORS.items() for case in cases]
 def test_predicts_like_the_estimator_and_round_trips(
     task, name, estimator, encoding, churn_table, tmp_path
 ):
-    X, y, X_test = _tables(task, churn_table)
-    context = _context(task, X, y)
+    X, y, X_test = tables(task, churn_table)
+    context = fold_context(task, X, y)
     template = member(name, estimator)
     assert isinstance(template, SklearnMember) and template.encoding == encoding
     fitted = template.fit(X, y, context)
@@ -114,8 +92,8 @@ def test_predicts_like_the_estimator_and_round_trips(
 
 
 def test_tree_models_get_ordinal_codes_and_the_rest_one_hot(churn_table):
-    X, y, _ = _tables("binary", churn_table)
-    context = _context("binary", X, y)
+    X, y, _ = tables("binary", churn_table)
+    context = fold_context("binary", X, y)
     forest = member("forest", RandomForestClassifier(5, random_state=0)).fit(X, y, context)
     linear = member("linear", LogisticRegression(max_iter=500)).fit(X, y, context)
     # churn: 8 numeric columns, Geography (3 values) and Gender (2 values); IDs dropped
@@ -148,14 +126,16 @@ def test_a_table_with_only_id_columns_is_refused(churn_table):
     X = churn_table.head(100)[["Surname", "RowNumber"]]
     y = churn_table.head(100)["Exited"].to_numpy()
     with pytest.raises(ValueError, match="no feature columns this member can read"):
-        member("lr", LogisticRegression()).fit(X, y, _context("binary", X, y))
+        member("lr", LogisticRegression()).fit(X, y, fold_context("binary", X, y))
 
 
 # ---------------------------------------------------------------- damaged folders
 @pytest.fixture
 def saved(churn_table, tmp_path):
-    X, y, _ = _tables("binary", churn_table)
-    fitted = member("logreg", LogisticRegression(max_iter=500)).fit(X, y, _context("binary", X, y))
+    X, y, _ = tables("binary", churn_table)
+    fitted = member("logreg", LogisticRegression(max_iter=500)).fit(
+        X, y, fold_context("binary", X, y)
+    )
     return fitted.save(tmp_path / "logreg")
 
 

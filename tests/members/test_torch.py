@@ -3,11 +3,10 @@
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from member_cases import fold_context, tables
 from sklearn.base import clone
-from sklearn.datasets import load_diabetes, load_iris
 
 from ensemblex.deep import (
     DeepEnsembleClassifier,
@@ -15,9 +14,9 @@ from ensemblex.deep import (
     TabMClassifier,
     TabMRegressor,
 )
-from ensemblex.members import FoldContext, family_of, load_member, member
+from ensemblex.members import family_of, load_member, member
 from ensemblex.members.torch import TorchMember
-from ensemblex.preprocessing import infer_schema, make_preprocessor
+from ensemblex.preprocessing import make_preprocessor
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -26,26 +25,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _tables(task, churn_table):
-    if task == "regression":
-        frame = load_diabetes(as_frame=True).frame
-        frame["band"] = pd.cut(frame["bmi"], 3, labels=["low", "mid", "high"]).astype(str)
-    elif task == "binary":
-        frame = churn_table.head(600).rename(columns={"Exited": "target"})
-    else:
-        frame = load_iris(as_frame=True).frame.sample(frac=1.0, random_state=0)
-        frame["petal"] = np.where(frame["petal width (cm)"] > 1.0, "wide", "narrow")
-    frame = frame.reset_index(drop=True)
-    y = frame.pop("target").to_numpy()
-    n = int(0.75 * len(frame))
-    return frame[:n], y[:n], frame[n:]
-
-
-def _context(task, X, y):
-    n_classes = 0 if task == "regression" else len(np.unique(y))
-    return FoldContext(task, infer_schema(X), n_classes, n_threads=1)
 
 
 def _estimators(task):
@@ -68,8 +47,8 @@ CASES = [
 
 @pytest.mark.parametrize(("task", "name", "estimator"), CASES)
 def test_columns_are_the_networks_and_round_trip(task, name, estimator, churn_table, tmp_path):
-    X, y, X_test = _tables(task, churn_table)
-    context = _context(task, X, y)
+    X, y, X_test = tables(task, churn_table)
+    context = fold_context(task, X, y)
     assert family_of(estimator) == "torch"
     template = member(name, estimator)
     assert isinstance(template, TorchMember) and template.encoding == "onehot"
@@ -104,9 +83,9 @@ def test_columns_are_the_networks_and_round_trip(task, name, estimator, churn_ta
 
 @pytest.fixture
 def saved(churn_table, tmp_path):
-    X, y, _ = _tables("binary", churn_table)
+    X, y, _ = tables("binary", churn_table)
     name, estimator = _estimators("binary")[0]
-    fitted = member(name, estimator).fit(X, y, _context("binary", X, y))
+    fitted = member(name, estimator).fit(X, y, fold_context("binary", X, y))
     return fitted.save(tmp_path / name)
 
 

@@ -4,36 +4,15 @@ one-line ValueError naming the file."""
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import xgboost as xgb
+from member_cases import fold_context, tables
 from sklearn.base import clone
-from sklearn.datasets import load_diabetes, load_iris
 
 from ensemblex.files import sha256_file
-from ensemblex.members import FoldContext, family_of, load_member, member
+from ensemblex.members import family_of, load_member, member
 from ensemblex.members.xgboost import XGBoostMember
-from ensemblex.preprocessing import infer_schema, make_preprocessor
-
-
-def _tables(task, churn_table):
-    if task == "regression":
-        frame = load_diabetes(as_frame=True).frame
-        frame["band"] = pd.cut(frame["bmi"], 3, labels=["low", "mid", "high"]).astype(str)
-    elif task == "binary":
-        frame = churn_table.head(600).rename(columns={"Exited": "target"})
-    else:
-        frame = load_iris(as_frame=True).frame.sample(frac=1.0, random_state=0)
-        frame["petal"] = np.where(frame["petal width (cm)"] > 1.0, "wide", "narrow")
-    frame = frame.reset_index(drop=True)
-    y = frame.pop("target").to_numpy()
-    n = int(0.75 * len(frame))
-    return frame[:n], y[:n], frame[n:]
-
-
-def _context(task, X, y):
-    n_classes = 0 if task == "regression" else len(np.unique(y))
-    return FoldContext(task, infer_schema(X), n_classes, n_threads=1)
+from ensemblex.preprocessing import make_preprocessor
 
 
 def _estimator(task):
@@ -43,8 +22,8 @@ def _estimator(task):
 
 @pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
 def test_predicts_like_xgboost_and_round_trips(task, churn_table, tmp_path):
-    X, y, X_test = _tables(task, churn_table)
-    context = _context(task, X, y)
+    X, y, X_test = tables(task, churn_table)
+    context = fold_context(task, X, y)
     estimator = _estimator(task)
     assert family_of(estimator) == "xgboost"
     template = member("xgb", estimator)
@@ -86,8 +65,8 @@ def test_predicts_like_xgboost_and_round_trips(task, churn_table, tmp_path):
 
 @pytest.fixture
 def saved(churn_table, tmp_path):
-    X, y, _ = _tables("binary", churn_table)
-    fitted = member("xgb", _estimator("binary")).fit(X, y, _context("binary", X, y))
+    X, y, _ = tables("binary", churn_table)
+    fitted = member("xgb", _estimator("binary")).fit(X, y, fold_context("binary", X, y))
     return fitted.save(tmp_path / "xgb")
 
 
