@@ -1,9 +1,12 @@
 """Build the benchmark zoo: 5-fold out-of-fold and test predictions of ~32 diverse members.
 
-Each dataset from ``../shared/data`` is split once (20% test, seed 0; adult uses its own
-test file), every member is cross-fitted on the training rows (test predictions are the mean
-of the fold models), and the result is written in the wide layout that ``ensemblex blend``
-reads: ``bench/.cache/<dataset>/oof.parquet`` and ``test.parquet`` (both hold the target).
+Each dataset from ``../shared/data`` is split once (20% test, seed 0; adult and pendigits
+use their own test files, MNIST its last 2,000 digits), every member is cross-fitted on the
+training rows, and the result is written in the wide layout that ``ensemblex blend`` reads:
+``bench/.cache/<dataset>/oof.parquet``, ``test.parquet`` (test predictions are the mean of
+the fold models) and ``test_folds.parquet`` (each fold model's test predictions, with a
+``fold`` column), all holding the target. Tabular tables get the ~32-member zoo, MNIST a
+cheaper one (pixels make the big zoo slow), SMS spam a zoo of TF-IDF text models.
 
 Run it through ``bench/combiners.py``; it only rebuilds a dataset whose cache is missing.
 """
@@ -72,6 +75,29 @@ def load_dataset(name: str) -> Dataset:
     elif name == "letter":
         df = pd.read_csv(DATA / "letter_recognition.csv")
         task, target = "multiclass", "lettr"
+    elif name == "diamonds":
+        df = pd.read_csv(DATA / "diamonds.csv.gz")
+        task, target = "regression", "price"
+    elif name == "stroke":
+        df = pd.read_csv(DATA / "healthcare_stroke.csv").drop(columns=["id"])
+        task, target = "binary", "stroke"
+    elif name == "wine":
+        df = pd.read_csv(DATA / "wine_quality.csv")
+        task, target = "multiclass", "quality"
+    elif name == "pendigits":
+        train = pd.read_csv(DATA / "pendigits_train.csv")
+        test = pd.read_csv(DATA / "pendigits_test.csv")
+        return Dataset(name, "multiclass", "class", train, test)
+    elif name == "mnist":
+        # The same split as bench/uncertainty.py: the first 8,000 digits train, the rest test.
+        df = pd.read_csv(DATA / "mnist_test.csv.gz")
+        train, test = df.iloc[:8000], df.iloc[8000:]
+        return Dataset(
+            name, "multiclass", "label", train.reset_index(drop=True), test.reset_index(drop=True)
+        )
+    elif name == "sms":
+        df = pd.read_csv(DATA / "sms_spam.csv")
+        task, target = "binary", "label"
     else:
         raise ValueError(f"unknown dataset: {name!r}")
     stratify = None if task == "regression" else df[target]
@@ -251,21 +277,135 @@ def zoo(task: str) -> dict[str, object]:
     return members
 
 
+def fast_zoo(task: str) -> dict[str, object]:
+    """15 members cheap enough on 784 pixel columns: boosting, forests, kNN, linear, MLPs."""
+    from sklearn.decomposition import PCA
+
+    def lgbm(n, lr, leaves, seed=SEED, **kw):
+        return LGBMClassifier(
+            n_estimators=n,
+            learning_rate=lr,
+            num_leaves=leaves,
+            random_state=seed,
+            n_jobs=1,
+            verbose=-1,
+            **kw,
+        )
+
+    def pca_then(est, k=50):
+        return make_pipeline(StandardScaler(), PCA(k, random_state=SEED), est)
+
+    return {
+        "lgbm_lr1_l15": lgbm(100, 0.1, 15, colsample_bytree=0.3),
+        "lgbm_lr2_l31": lgbm(60, 0.2, 31, colsample_bytree=0.3, seed=1),
+        "xgb_d4": XGBClassifier(
+            n_estimators=60,
+            learning_rate=0.2,
+            max_depth=4,
+            n_jobs=1,
+            tree_method="hist",
+            colsample_bytree=0.3,
+            random_state=SEED,
+        ),
+        "rf_sqrt": RandomForestClassifier(200, random_state=SEED, n_jobs=1),
+        "rf_sqrt_seed1": RandomForestClassifier(200, min_samples_leaf=2, random_state=1, n_jobs=1),
+        "et_sqrt": ExtraTreesClassifier(200, random_state=SEED, n_jobs=1),
+        "tree_d12": DecisionTreeClassifier(max_depth=12, min_samples_leaf=5, random_state=SEED),
+        "knn_3_pca": pca_then(KNeighborsClassifier(3, weights="distance")),
+        "knn_10_pca": pca_then(KNeighborsClassifier(10, weights="distance")),
+        "knn_30_pca": pca_then(KNeighborsClassifier(30)),
+        "logreg_c01": make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=300)),
+        "logreg_c1_pca": pca_then(LogisticRegression(C=1.0, max_iter=500), 100),
+        "naive_bayes_pca": pca_then(GaussianNB(), 30),
+        "mlp_128": make_pipeline(
+            StandardScaler(),
+            MLPClassifier((128,), max_iter=100, early_stopping=True, random_state=SEED),
+        ),
+        "mlp_256_128_pca": pca_then(
+            MLPClassifier((256, 128), max_iter=100, early_stopping=True, random_state=1), 100
+        ),
+    }
+
+
+def text_zoo(task: str) -> dict[str, object]:
+    """14 text members: word and character TF-IDF with linear models, naive Bayes, kNN, trees."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.compose import make_column_transformer
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.naive_bayes import ComplementNB, MultinomialNB
+    from sklearn.svm import LinearSVC
+
+    def on_text(vectorizer, est, *steps):
+        return make_pipeline(make_column_transformer((vectorizer, "text")), *steps, est)
+
+    def words(**kw):
+        return TfidfVectorizer(sublinear_tf=True, min_df=2, **kw)
+
+    def chars(**kw):
+        return TfidfVectorizer(
+            analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, **kw
+        )
+
+    def svd(k=100):
+        return TruncatedSVD(k, random_state=SEED)
+
+    return {
+        "word_logreg_c10": on_text(words(), LogisticRegression(C=10.0, max_iter=1000)),
+        "word_logreg_c1": on_text(words(), LogisticRegression(C=1.0, max_iter=1000)),
+        "word12_logreg_c10": on_text(
+            words(ngram_range=(1, 2)), LogisticRegression(C=10.0, max_iter=1000)
+        ),
+        "char_logreg_c10": on_text(chars(), LogisticRegression(C=10.0, max_iter=1000)),
+        "char_logreg_c1": on_text(chars(), LogisticRegression(C=1.0, max_iter=1000)),
+        "char_svm": on_text(chars(), CalibratedClassifierCV(LinearSVC(C=0.5), cv=3)),
+        "word_svm": on_text(words(), CalibratedClassifierCV(LinearSVC(C=0.5), cv=3)),
+        "word_sgd_huber": on_text(
+            words(), SGDClassifier(loss="modified_huber", alpha=1e-4, random_state=SEED)
+        ),
+        "count_nb": on_text(CountVectorizer(min_df=1), MultinomialNB(alpha=0.1)),
+        "word_cnb": on_text(words(), ComplementNB(alpha=0.3)),
+        "char_nb": on_text(chars(), MultinomialNB(alpha=0.01)),
+        "word_knn_15": on_text(
+            words(), KNeighborsClassifier(15, weights="distance", metric="cosine")
+        ),
+        "char_svd_rf": on_text(
+            chars(), RandomForestClassifier(300, random_state=SEED, n_jobs=1), svd()
+        ),
+        "word_svd_lgbm": on_text(
+            words(),
+            LGBMClassifier(n_estimators=200, learning_rate=0.05, verbose=-1, n_jobs=1),
+            svd(),
+        ),
+    }
+
+
+ZOOS = {"mnist": fast_zoo, "sms": text_zoo}
+
+
 # ---------------------------------------------------------------- cross-fitting
-def _fit_fold(est, X, y, train_idx, valid_idx, X_test, task):
+def _fit_fold(est, X, y, train_idx, valid_idx, X_test, task, n_classes):
     est = clone(est)
     start = time.perf_counter()
     est.fit(X.iloc[train_idx], y[train_idx])
     fit_s = time.perf_counter() - start
     if task == "regression":
         return est.predict(X.iloc[valid_idx]), est.predict(X_test), fit_s
-    return est.predict_proba(X.iloc[valid_idx]), est.predict_proba(X_test), fit_s
+
+    def proba(rows):
+        # A class missing from this fold's training rows (wine's 5 rows of quality 9) gets 0.
+        full = np.zeros((len(rows), n_classes))
+        full[:, est.classes_] = est.predict_proba(rows)
+        return full
+
+    return proba(X.iloc[valid_idx]), proba(X_test), fit_s
 
 
 def build(name: str, folds: int = 5, n_jobs: int = 2) -> Path:
     """Cross-fit the zoo on one dataset and write its OOF and test tables; return the folder."""
     out = CACHE / name
-    if (out / "oof.parquet").exists() and (out / "test.parquet").exists():
+    if all((out / f"{table}.parquet").exists() for table in ("oof", "test", "test_folds")):
         return out
     ds = load_dataset(name)
     X, X_test = ds.train.drop(columns=ds.target), ds.test.drop(columns=ds.target)
@@ -277,27 +417,33 @@ def build(name: str, folds: int = 5, n_jobs: int = 2) -> Path:
         classes, y = np.unique(y_raw, return_inverse=True)
         splitter = StratifiedKFold(folds, shuffle=True, random_state=SEED)
     splits = list(splitter.split(X, y))
-    members = zoo(ds.task)
+    members = ZOOS.get(name, zoo)(ds.task)
     jobs = [(m, f) for m in members for f in range(folds)]
     start = time.perf_counter()
-    results = Parallel(n_jobs=n_jobs, verbose=0)(
-        delayed(_fit_fold)(members[m], X, y, *splits[f], X_test, ds.task) for m, f in jobs
-    )
     k = 1 if ds.task == "regression" else len(classes)
+    results = Parallel(n_jobs=n_jobs, verbose=0)(
+        delayed(_fit_fold)(members[m], X, y, *splits[f], X_test, ds.task, k) for m, f in jobs
+    )
     oof = {m: np.zeros((len(X), k)) for m in members}
-    test = {m: np.zeros((len(X_test), k)) for m in members}
+    test_folds = {m: np.zeros((folds, len(X_test), k)) for m in members}
     seconds = dict.fromkeys(members, 0.0)
     for (m, f), (p_valid, p_test, fit_s) in zip(jobs, results):
         oof[m][splits[f][1]] = np.reshape(p_valid, (-1, k))
-        test[m] += np.reshape(p_test, (-1, k)) / folds
+        test_folds[m][f] = np.reshape(p_test, (-1, k))
         seconds[m] += fit_s
+    test = {m: p.mean(axis=0) for m, p in test_folds.items()}
+    stacked = {m: p.reshape(-1, k) for m, p in test_folds.items()}  # fold-major rows
     out.mkdir(parents=True, exist_ok=True)
-    for table, preds, target in (
-        ("oof", oof, ds.train[ds.target]),
-        ("test", test, ds.test[ds.target]),
+    y_test = ds.test[ds.target].to_numpy()
+    for table, preds, target, fold in (
+        ("oof", oof, ds.train[ds.target].to_numpy(), None),
+        ("test", test, y_test, None),
+        ("test_folds", stacked, np.tile(y_test, folds), np.repeat(np.arange(folds), len(y_test))),
     ):
         wide = _wide(preds, ds.task, classes)
-        wide.insert(0, ds.target, target.to_numpy())
+        wide.insert(0, ds.target, target)
+        if fold is not None:
+            wide.insert(0, "fold", fold)
         tmp = out / f".{table}.parquet.tmp"
         wide.to_parquet(tmp, index=False)
         tmp.replace(out / f"{table}.parquet")

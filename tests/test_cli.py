@@ -54,6 +54,49 @@ def test_blend_writes_predictions_for_test_rows(zoo, tmp_path, fmt):
         assert list(preds.columns) == ["key", "prediction"]
 
 
+def test_blend_per_fold_test_tables(multiclass_zoo, tmp_path):
+    oof, _ = _write(multiclass_zoo, tmp_path)
+    rng = np.random.default_rng(0)
+    parts = []
+    for k in range(3):
+        noisy = multiclass_zoo.test.values + rng.uniform(0, 0.1, multiclass_zoo.test.shape)
+        frame = to_frame(
+            type(multiclass_zoo.test)(
+                noisy / noisy.sum(axis=2, keepdims=True),
+                multiclass_zoo.test.members,
+                "multiclass",
+                classes=multiclass_zoo.test.classes,
+            )
+        )
+        frame.insert(0, "key", np.arange(len(frame)) + 10_000)
+        frame.insert(0, "fold", k)
+        parts.append(frame)
+    stacked = tmp_path / "folds.csv"
+    pd.concat(parts).to_csv(stacked, index=False)
+    out = tmp_path / "out"
+    args = ["blend", str(oof), "--target", "label", "--id", "key", "--method", "pool"]
+    result = runner.invoke(app, [*args, "--test", str(stacked), "--out", str(out), "--folds", "3"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "blend.json").read_text())
+    assert summary["test_folds"] == 3
+    preds = pd.read_csv(out / "predictions.csv")
+    assert preds["key"].tolist() == list(range(10_000, 10_000 + multiclass_zoo.test.n_samples))
+    # a fold whose rows differ is refused, naming it
+    parts[2]["key"] = parts[2]["key"][::-1].to_numpy()
+    pd.concat(parts).to_csv(stacked, index=False)
+    result = runner.invoke(app, [*args, "--test", str(stacked), "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2
+    assert "(fold 2)" in result.output and "'key' column differs" in result.output
+    assert not (tmp_path / "bad").exists()
+    short = tmp_path / "short.csv"
+    parts[1].drop(columns="fold").iloc[:-1].to_csv(short, index=False)
+    first = tmp_path / "first.csv"
+    parts[0].drop(columns="fold").to_csv(first, index=False)
+    two = ["--test", str(first), "--test", str(short)]
+    result = runner.invoke(app, [*args, *two, "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2 and "every fold must predict the same rows" in result.output
+
+
 @pytest.mark.parametrize("method", ["mean", "best", "weighted", "greedy", "stack"])
 def test_each_method(binary_zoo, tmp_path, method):
     oof, _ = _write(binary_zoo, tmp_path)

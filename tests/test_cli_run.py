@@ -57,27 +57,19 @@ def test_run_writes_the_run_folder(finished_run):
     assert (out / "model" / "manifest.json").is_file()
 
 
+def _blend(oof, test, out):
+    args = ["blend", str(oof), "--target", "Exited", "--folds", "3", "--seed", "0"]
+    for table in test:
+        args += ["--test", str(table)]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "blend.json").read_text())
+
+
 def test_run_tables_feed_blend(finished_run, tmp_path):
     out, _ = finished_run
-    result = runner.invoke(
-        app,
-        [
-            "blend",
-            str(out / "oof.parquet"),
-            "--target",
-            "Exited",
-            "--test",
-            str(out / "test.parquet"),
-            "--folds",
-            "3",
-            "--seed",
-            "0",
-            "--out",
-            str(tmp_path),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    blend = json.loads((tmp_path / "blend.json").read_text())
+    # the per-fold test table: blend combines fold by fold, as the run's model predicts
+    blend = _blend(out / "oof.parquet", [out / "test_folds.parquet"], tmp_path / "by_fold")
     run = json.loads((out / "leaderboard.json").read_text())
     board = {row["model"]: row for row in run["leaderboard"]}
     # the same OOF rows, folds and seed as the run's own choice: the same combiner and scores
@@ -88,6 +80,27 @@ def test_run_tables_feed_blend(finished_run, tmp_path):
     for name, score in blend["nested_cv_scores"].items():
         assert score == pytest.approx(board[name]["cv_score"], rel=1e-9), name
     assert blend["test_score"] == pytest.approx(board[run["chosen"]]["test_score"], rel=1e-9)
+    assert blend["test_folds"] == 3
+    # the same folds given as three files: the same predictions
+    folds = pd.read_parquet(out / "test_folds.parquet")
+    assert sorted(folds["fold"].unique()) == [0, 1, 2]
+    paths = []
+    for k, part in folds.groupby("fold"):
+        paths.append(tmp_path / f"fold{k}.csv")
+        part.drop(columns="fold").to_csv(paths[-1], index=False)
+    by_file = _blend(out / "oof.parquet", paths, tmp_path / "by_file")
+    assert by_file["test_score"] == pytest.approx(blend["test_score"], rel=1e-9)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "by_fold" / "predictions.csv"),
+        pd.read_csv(tmp_path / "by_file" / "predictions.csv"),
+    )
+    # the averaged test table still blends; each fold's mean is what it holds
+    averaged = _blend(out / "oof.parquet", [out / "test.parquet"], tmp_path / "averaged")
+    assert averaged["test_folds"] == 1 and averaged["method"] == blend["method"]
+    test = pd.read_parquet(out / "test.parquet")
+    members = ["lgbm", "random_forest", "linear", "knn"]
+    fold_mean = folds.groupby(folds.index % len(test))[members].mean()
+    np.testing.assert_allclose(fold_mean.to_numpy(), test[members].to_numpy(), rtol=1e-12)
     # and against scikit-learn on the run's tables
     oof = pd.read_parquet(out / "oof.parquet")
     test = pd.read_parquet(out / "test.parquet")
@@ -98,7 +111,7 @@ def test_run_tables_feed_blend(finished_run, tmp_path):
     assert blend["best_single_test_score"] == pytest.approx(
         log_loss(test["Exited"], test[best], labels=[0, 1]), rel=1e-9
     )
-    predictions = pd.read_csv(tmp_path / "predictions.csv")["prediction"]
+    predictions = pd.read_csv(tmp_path / "by_fold" / "predictions.csv")["prediction"]
     assert len(predictions) == len(test)
     assert blend["test_score"] == pytest.approx(
         log_loss(test["Exited"], predictions, labels=[0, 1]), rel=1e-9

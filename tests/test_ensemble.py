@@ -41,6 +41,24 @@ def test_classifier_on_churn(fitted_churn):
     assert model.schema_.dropped == ["RowNumber", "CustomerId", "Surname"]
 
 
+def test_predictions_are_fold_consistent(fitted_churn):
+    model, X_new = fitted_churn
+    folds = model.member_fold_predictions(X_new)
+    assert len(folds) == 3 and all(P.members == tuple(model.member_names_) for P in folds)
+    # each fold holds that fold's models; their mean is the members' prediction
+    lgbm = model.fitted_members_[0]
+    X_checked = model.schema_.check(X_new, source="X")
+    np.testing.assert_allclose(folds[1].values[:, :1], lgbm.folds[1].predict(X_checked))
+    np.testing.assert_allclose(
+        model.member_predictions(X_new).values,
+        (folds[0].values + folds[1].values + folds[2].values) / 3,
+        rtol=1e-12,
+    )
+    # the combiner sees each fold's predictions, as it saw OOF rows, and the outputs average
+    expected = sum(model.combiner_.predict(P) for P in folds) / 3
+    np.testing.assert_allclose(model.predict_proba(X_new), expected, rtol=1e-12)
+
+
 def test_saved_ensemble_moves_and_loads_without_unpickling(fitted_churn, tmp_path, monkeypatch):
     model, X_new = fitted_churn
     model.save(tmp_path / "a")

@@ -7,8 +7,10 @@ held by :class:`Predictions`; combiners fit on its out-of-fold version.
 from ensemblex.combiners import (
     AutoCombiner,
     BestSingle,
+    CombinerEnsemble,
     GreedySelection,
     Mean,
+    Pooling,
     Stacking,
     Weighted,
 )
@@ -19,8 +21,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AutoCombiner",
     "BestSingle",
+    "CombinerEnsemble",
     "GreedySelection",
     "Mean",
+    "Pooling",
     "Predictions",
     "Stacking",
     "Weighted",

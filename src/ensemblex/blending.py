@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ensemblex.combiners import AutoCombiner, BestSingle
+from ensemblex.combiners import AutoCombiner, BestSingle, CombinerEnsemble
 from ensemblex.files import write_json_atomic
 from ensemblex.metrics import get_metric
-from ensemblex.tables import Table, read_table, write_frame
+from ensemblex.runs import FOLD
+from ensemblex.tables import Table, _read_frame, from_frame, read_table, write_frame
 from ensemblex.tasks import encode_labels, is_classification
 
 
@@ -28,11 +29,16 @@ def blend_tables(
     positive=None,
     folds: int = 5,
     seed: int = 0,
+    time_limit: float | None = None,
+    progress=None,
 ) -> tuple[dict, pd.DataFrame]:
     """Fit a combiner on the OOF table's rows and predict the test table's (or the OOF) rows.
 
     ``method="auto"`` chooses by nested cross-validation (:class:`AutoCombiner`); another
-    method is fitted as asked and scored beside the best single member. Returns the summary
+    method is fitted as asked and scored beside the best single member. ``test`` is one
+    table, one table with a ``fold`` column, or a list of tables (one per fold model, the
+    same rows in each): per-fold predictions are combined fold by fold, then averaged.
+    ``progress(name, done, total)`` is called as each candidate starts. Returns the summary
     written to ``blend.json`` and the predictions table (id column, then ``prediction`` or
     one probability column per class).
     """
@@ -41,7 +47,8 @@ def blend_tables(
     start = time.perf_counter()
     train = read_table(oof, target=target, id_col=id_col, task=task, positive=positive)
     P = train.predictions
-    scored = _read_test(test, train, target, id_col) if test is not None else None
+    test_folds = _read_test(test, train, target, id_col) if test else None
+    scored = test_folds[0] if test_folds else None
     metric_obj = get_metric(metric, P.task)
     codes = encode_labels(train.y, P.classes) if is_classification(P.task) else train.y
     if len(np.unique(codes)) < 2:
@@ -68,12 +75,17 @@ def blend_tables(
         cv=folds,
         random_state=seed,
         select="best" if method == "auto" else "first",
-    ).fit(P, train.y)
+        time_limit=time_limit,
+    ).fit(P, train.y, progress=progress)
     chosen, scores, seconds = combiner.method_, combiner.scores_, combiner.fit_seconds_
     fitted = combiner.combiner_
     best = BestSingle(metric=metric_obj).fit(P, train.y)
     rows = scored if scored is not None else train
-    pred = fitted.predict(rows.predictions)
+    if test_folds:
+        # fold-consistent: combine each fold model's predictions, then average
+        pred = fitted.predict_folds([t.predictions for t in test_folds])
+    else:
+        pred = fitted.predict(rows.predictions)
     summary = {
         "task": P.task,
         "metric": metric_obj.name,
@@ -82,6 +94,7 @@ def blend_tables(
         "nested_cv_scores": scores,
         "nested_cv_seconds": seconds,
         "weights": _weights(fitted, P.members),
+        "ensemble_weights": combiner.ensemble_weights_,
         "dropped_members": getattr(fitted, "dropped_members_", {}),
         "best_single_member": best.best_member_,
         "member_oof_scores": best.member_scores_,
@@ -91,7 +104,8 @@ def blend_tables(
         "folds": combiner.n_splits_,
         "seed": seed,
         "oof": str(oof),
-        "test": None if test is None else str(test),
+        "test": None if not test else _as_text(test),
+        "test_folds": len(test_folds) if test_folds else 0,
     }
     for name in ("condition_number_before_", "condition_number_after_"):
         if hasattr(fitted, name):
@@ -104,22 +118,84 @@ def blend_tables(
         )
         summary["test_score"] = metric_obj.score(y_test, pred)
         summary["best_single_test_score"] = metric_obj.score(
-            y_test, best.predict(scored.predictions)
+            y_test, best.predict_folds([t.predictions for t in test_folds])
         )
     summary["fit_seconds"] = time.perf_counter() - start
     return summary, _predictions_frame(pred, rows, P, id_col)
 
 
-def _read_test(test: Path, train: Table, target, id_col) -> Table:
+def _read_test(test, train: Table, target, id_col) -> list[Table]:
+    """The test rows as one table per fold model: several files (one per fold), or one file
+    whose ``fold`` column splits it, or one table of averaged predictions."""
     P = train.predictions
-    return read_table(
-        test, target=target, id_col=id_col, task=P.task, classes=P.classes, members=list(P.members)
-    )
+    like = {
+        "target": target,
+        "id_col": id_col,
+        "task": P.task,
+        "classes": P.classes,
+        "members": list(P.members),
+    }
+    paths = [Path(t) for t in test] if isinstance(test, list | tuple) else [Path(test)]
+    if len(paths) == 1:
+        frame = _read_frame(paths[0])
+        if FOLD in frame.columns and FOLD not in P.members:
+            return _split_folds(frame, paths[0], like)
+        return [from_frame(frame, source=str(paths[0]), **like)]
+    tables = [read_table(path, **like) for path in paths]
+    _check_same_rows(tables, [str(path) for path in paths], id_col)
+    return tables
+
+
+def _split_folds(frame: pd.DataFrame, path: Path, like: dict) -> list[Table]:
+    folds = frame[FOLD]
+    if folds.isna().any() or not pd.api.types.is_integer_dtype(folds):
+        raise ValueError(f"{path}: column {FOLD!r} must hold integer fold numbers")
+    names = sorted(folds.unique().tolist())
+    tables = [
+        from_frame(
+            frame[folds == k].drop(columns=FOLD).reset_index(drop=True),
+            source=f"{path} (fold {k})",
+            **like,
+        )
+        for k in names
+    ]
+    _check_same_rows(tables, [f"{path} (fold {k})" for k in names], like["id_col"])
+    return tables
+
+
+def _check_same_rows(tables: list[Table], sources: list[str], id_col) -> None:
+    """Per-fold tables must hold the same rows in the same order (same ids and targets)."""
+    first = tables[0]
+    for table, source in zip(tables[1:], sources[1:]):
+        if table.predictions.n_samples != first.predictions.n_samples:
+            raise ValueError(
+                f"{source}: {table.predictions.n_samples} rows, however {sources[0]} has "
+                f"{first.predictions.n_samples}; every fold must predict the same rows"
+            )
+        if id_col is not None and not np.array_equal(table.ids, first.ids):
+            raise ValueError(
+                f"{source}: the {id_col!r} column differs from {sources[0]}'s; every fold "
+                "must list the same rows in the same order"
+            )
+        if (table.y is None) != (first.y is None) or (
+            table.y is not None and not np.array_equal(table.y, first.y)
+        ):
+            raise ValueError(
+                f"{source}: the target column differs from {sources[0]}'s; every fold "
+                "must list the same rows in the same order"
+            )
+
+
+def _as_text(test):
+    """The test path as text, or a list of them (one per fold)."""
+    if isinstance(test, list | tuple):
+        return str(test[0]) if len(test) == 1 else [str(t) for t in test]
+    return str(test)
 
 
 def _weights(fitted, members) -> dict[str, float] | None:
     weights = getattr(fitted, "weights_", None)
-    if weights is None:
+    if weights is None or isinstance(fitted, CombinerEnsemble):
         return None
     return {m: float(w) for m, w in zip(members, weights)}
 

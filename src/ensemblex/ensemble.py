@@ -28,6 +28,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from ensemblex.combiners import AutoCombiner, default_candidates
+from ensemblex.combiners.auto import NESTED_CV
 from ensemblex.combiners.persistence import combiner_state, load_combiner
 from ensemblex.crossfit import crossfit, make_splits
 from ensemblex.files import sha256_file, write_text_atomic
@@ -95,6 +96,10 @@ class CrossFittedMember:
         for fold in self.folds[1:]:
             total = total + fold.predict(X)
         return total / len(self.folds)
+
+    def predict_folds(self, X: pd.DataFrame) -> list[np.ndarray]:
+        """Every fold member's predictions, ``(n_samples, n_columns, n_outputs)`` each."""
+        return [fold.predict(X) for fold in self.folds]
 
 
 class Ensemble(BaseEstimator):
@@ -205,7 +210,14 @@ class Ensemble(BaseEstimator):
         labels = self.classes_[codes] if self._classifier else codes
         self.oof_labels_ = labels
         start = time.perf_counter()
-        self.combiner_.fit(P, labels)
+        if isinstance(self.combiner_, AutoCombiner) and progress is not None:
+
+            def nested(name, done, total):
+                progress(f"{NESTED_CV}: {name}", done, total + 1)
+
+            self.combiner_.fit(P, labels, progress=nested)
+        else:
+            self.combiner_.fit(P, labels)
         self.combiner_seconds_ = time.perf_counter() - start
         self.fitted_members_ = [
             CrossFittedMember(
@@ -278,19 +290,44 @@ class Ensemble(BaseEstimator):
 
     def member_predictions(self, X) -> Predictions:
         """Every member's predictions on new rows: the mean of its fold models."""
-        self._check_fitted()
-        X = self.schema_.check(_as_frame(X), source="X")
-        values = np.concatenate([m.predict(X) for m in self.fitted_members_], axis=1)
+        folds = self.member_fold_predictions(X)
+        if len(folds) == 1:
+            return folds[0]
+        total = folds[0].values
+        for P in folds[1:]:
+            total = total + P.values
         return Predictions(
-            values,
+            total / len(folds),
             self.member_names_,
             self.task_,
             classes=self.classes_,
             source="member predictions",
         )
 
+    def member_fold_predictions(self, X) -> list[Predictions]:
+        """Every cross-fitting fold's member predictions on new rows, one array per fold.
+
+        Fold ``k`` holds each member's fold-``k`` model.
+        """
+        self._check_fitted()
+        X = self.schema_.check(_as_frame(X), source="X")
+        per_member = [m.predict_folds(X) for m in self.fitted_members_]
+        n_folds = len(per_member[0])
+        return [
+            Predictions(
+                np.concatenate([folds[k] for folds in per_member], axis=1),
+                self.member_names_,
+                self.task_,
+                classes=self.classes_,
+                source=f"member predictions, fold {k}",
+            )
+            for k in range(n_folds)
+        ]
+
     def _predict_outputs(self, X) -> np.ndarray:
-        return self.combiner_.predict(self.member_predictions(X))
+        # Fold-consistent: the combiner sees each fold model's predictions, as it saw the
+        # out-of-fold ones at fit time, and the combined outputs are averaged.
+        return self.combiner_.predict_folds(self.member_fold_predictions(X))
 
     def prediction_frame(self, X) -> pd.DataFrame:
         """Predictions as a table: ``prediction`` (a value or the most probable class), then

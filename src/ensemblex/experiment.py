@@ -100,8 +100,9 @@ def run_experiment(
             work_dir=run.work_dir,
         )
         model.fit(X.reset_index(drop=True), y, progress=progress)
-        P_test = model.member_predictions(X_test)
-        board = test_leaderboard(model, P_test, y_test)
+        P_test_folds = model.member_fold_predictions(X_test)
+        P_test = mean_of_folds(P_test_folds)
+        board = test_leaderboard(model, P_test_folds, y_test)
         summary = {
             "data": str(source),
             "target": target,
@@ -123,30 +124,57 @@ def run_experiment(
             "leaderboard": json.loads(board.to_json(orient="records")),
             "seconds": time.perf_counter() - start,
         }
-        run.write(model, {"oof": (model.oof_, y), "test": (P_test, y_test)}, summary)
+        tables = {
+            "oof": (model.oof_, y),
+            "test": (P_test, y_test),
+            "test_folds": (P_test_folds, y_test),
+        }
+        run.write(model, tables, summary)
         from ensemblex.report import build_report
 
         build_report(Path(out))
     return summary
 
 
-def test_leaderboard(model: Ensemble, P_test: Predictions, y_test) -> pd.DataFrame:
+def mean_of_folds(folds: list[Predictions]) -> Predictions:
+    """The members' predictions averaged over the fold models (what ``predict`` used to see)."""
+    total = folds[0].values
+    for P in folds[1:]:
+        total = total + P.values
+    first = folds[0]
+    return Predictions(
+        total / len(folds), first.members, first.task, classes=first.classes, source="test rows"
+    )
+
+
+def test_leaderboard(model: Ensemble, P_test_folds: list[Predictions], y_test) -> pd.DataFrame:
     """The model's leaderboard with every member's and every combiner candidate's score on
     the held-out rows.
 
+    Members are scored on the mean of their fold models; combiners fold-consistently
+    (:meth:`~ensemblex.combiners.base.Combiner.predict_folds`), as the model predicts.
     Candidates are refit on all OOF rows (the chosen one already is) and never see test
     labels; the test split is only scored.
     """
     metric = model.metric_
     y = encode_labels(y_test, model.classes_) if model.classes_ is not None else y_test
     board = model.leaderboard_.copy()
+    P_test = mean_of_folds(P_test_folds)
     member_scores = metric.score_batch(y, P_test.values.transpose(1, 0, 2))
     scores = dict(zip(P_test.members, member_scores))
-    pool = default_candidates(metric, model.random_state)
+    combiner = model.combiner_
+    chosen = getattr(combiner, "method_", None)
     for name in board.loc[board["kind"] != "member", "model"]:
         start = time.perf_counter()
-        fitted = clone(pool[name]).fit(model.oof_, model.oof_labels_)
-        scores[name] = metric.score(y, fitted.predict(P_test))
-        board.loc[board["model"] == name, "fit_seconds"] = time.perf_counter() - start
+        if name == chosen:
+            fitted = combiner
+        elif hasattr(combiner, "candidate"):
+            fitted = combiner.candidate(name).fit(model.oof_, model.oof_labels_)
+        else:
+            fitted = clone(default_candidates(metric, model.random_state)[name])
+            fitted = fitted.fit(model.oof_, model.oof_labels_)
+        scores[name] = metric.score(y, fitted.predict_folds(P_test_folds))
+        if name != chosen:
+            board.loc[board["model"] == name, "fit_seconds"] = time.perf_counter() - start
     board["test_score"] = board["model"].map(scores)
     return board

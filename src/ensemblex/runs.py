@@ -5,6 +5,7 @@ Layout::
     model/             the saved ensemble (:meth:`ensemblex.ensemble.Ensemble.save`)
     oof.parquet        members' out-of-fold predictions with the target (``blend``'s layout)
     test.parquet       members' predictions on the held-out test rows, with the target
+    test_folds.parquet each fold model's predictions on the test rows (a ``fold`` column)
     leaderboard.json   the run's settings, metric, chosen combiner and leaderboard
     report.html        the report (:func:`ensemblex.report.build_report`)
     work/              the resumable store of finished folds (:class:`ensemblex.store.RunStore`)
@@ -22,6 +23,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ensemblex.files import write_json_atomic
 from ensemblex.predictions import Predictions
@@ -31,6 +33,8 @@ from ensemblex.tasks import TASKS
 MODEL = "model"
 OOF = "oof.parquet"
 TEST = "test.parquet"
+TEST_FOLDS = "test_folds.parquet"
+FOLD = "fold"
 LEADERBOARD = "leaderboard.json"
 REPORT = "report.html"
 WORK = "work"
@@ -180,20 +184,35 @@ class RunFolder:
         return np.asarray(costs, dtype=float)
 
     # ------------------------------------------------------------ writing
-    def write(self, model, tables: dict[str, tuple[Predictions, np.ndarray]], summary: dict):
-        """Write the saved model, the prediction tables (``{"oof": (P, y), "test": (P, y)}``)
-        and ``leaderboard.json`` (last, so its presence means the run finished)."""
+    def write(self, model, tables: dict[str, tuple], summary: dict):
+        """Write the saved model, the prediction tables (``{"oof": (P, y), "test": (P, y),
+        "test_folds": ([P_fold, ...], y)}``) and ``leaderboard.json`` (last, so its presence
+        means the run finished)."""
         self.root.mkdir(parents=True, exist_ok=True)
         model.save(self.model_dir)
-        files = {"oof": OOF, "test": TEST}
+        files = {"oof": OOF, "test": TEST, "test_folds": TEST_FOLDS}
         for name, (P, labels) in tables.items():
-            wide = to_frame(P)
-            wide.insert(0, summary["target"], labels)
-            write_frame(wide, self.root / files[name])
+            write_frame(_wide_table(P, labels, summary["target"]), self.root / files[name])
         write_json_atomic(summary, self.root / LEADERBOARD)
         self.__dict__.pop("summary", None)
         self.__dict__.pop("oof", None)
         self.__dict__.pop("test", None)
+
+
+def _wide_table(P, labels, target: str):
+    """``blend``'s wide layout with the target; a list of per-fold predictions (the same
+    rows, one Predictions per fold model) stacks them fold by fold after a ``fold`` column."""
+    if isinstance(P, Predictions):
+        wide = to_frame(P)
+        wide.insert(0, target, labels)
+        return wide
+    parts = []
+    for k, fold in enumerate(P):
+        wide = to_frame(fold)
+        wide.insert(0, target, labels)
+        wide.insert(0, FOLD, k)
+        parts.append(wide)
+    return pd.concat(parts, ignore_index=True)
 
 
 def _summary_problem(summary) -> str | None:

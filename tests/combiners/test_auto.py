@@ -3,15 +3,18 @@ import pytest
 from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from ensemblex import AutoCombiner, BestSingle, Mean, Predictions
+from ensemblex import AutoCombiner, BestSingle, GreedySelection, Mean, Predictions
 from ensemblex.combiners import default_candidates
 from ensemblex.combiners.auto import nested_scores, outer_splits
 from ensemblex.metrics import get_metric
 from ensemblex.tasks import encode_labels
 
 
-def brute_force_nested_cv(candidates, P, y, cv, seed):
-    """Each candidate's pooled held-out score over shuffled (stratified) folds, written out."""
+def brute_force_nested_cv(candidates, P, y, cv, seed, held_out=None):
+    """Each candidate's pooled held-out score over shuffled (stratified) folds, written out.
+
+    ``held_out``, a dict, receives each candidate's held-out predictions.
+    """
     metric = get_metric("auto", P.task)
     if P.classes is None:
         codes, splitter = y, KFold(cv, shuffle=True, random_state=seed)
@@ -24,17 +27,22 @@ def brute_force_nested_cv(candidates, P, y, cv, seed):
     for name, candidate in candidates.items():
         pred = np.zeros((P.n_samples, P.n_outputs))
         for train, test in splitter.split(np.zeros((P.n_samples, 1)), codes):
-            fitted = clone(candidate).fit(P.take(train), y[train])
+            # an iterative solver starts every fold from the fit on all rows
+            fold = clone(candidate).warm_start_from(clone(candidate).fit(P, y))
+            fitted = fold.fit(P.take(train), y[train])
             pred[test] = fitted.predict(P.take(test))
         scores[name] = metric.score(codes, pred)
+        if held_out is not None:
+            held_out[name] = pred
     best = (max if metric.greater_is_better else min)(scores, key=scores.get)
     return scores, best
 
 
 def test_picks_what_a_brute_force_nested_cv_picks(zoo):
     # every default candidate on regression; the cheaper ones on the class tasks
-    names = list(default_candidates()) if zoo.oof.task == "regression" else ["mean", "stack"]
-    auto = AutoCombiner(candidates=names, cv=3, random_state=0).fit(zoo.oof, zoo.y)
+    names = list(default_candidates()) if zoo.oof.task == "regression" else ["mean", "pool"]
+    auto = AutoCombiner(candidates=names, cv=3, random_state=0, ensemble=False)
+    auto.fit(zoo.oof, zoo.y)
     pool = default_candidates()
     scores, best = brute_force_nested_cv(
         {name: pool[name] for name in ["best", *names]}, zoo.oof, zoo.y, cv=3, seed=0
@@ -43,6 +51,82 @@ def test_picks_what_a_brute_force_nested_cv_picks(zoo):
     assert auto.method_ == best
     refit = clone(pool[best]).fit(zoo.oof, zoo.y)
     np.testing.assert_allclose(auto.predict(zoo.test), refit.predict(zoo.test), rtol=1e-12)
+
+
+def test_second_level_is_greedy_selection_over_held_out_predictions(zoo):
+    names = ["mean", "greedy", "pool"]
+    auto = AutoCombiner(candidates=names, cv=3, random_state=0).fit(zoo.oof, zoo.y)
+    pool = default_candidates()
+    held_out = {}
+    scores, _ = brute_force_nested_cv(
+        {name: pool[name] for name in ["best", *names]}, zoo.oof, zoo.y, 3, 0, held_out
+    )
+    Q = Predictions(
+        np.stack(list(held_out.values()), axis=1),
+        list(held_out),
+        zoo.oof.task,
+        classes=zoo.oof.classes,
+    )
+    level2, _ = brute_force_nested_cv({"ensemble": GreedySelection()}, Q, zoo.y, cv=3, seed=0)
+    assert auto.scores_ == pytest.approx({**scores, **level2}, rel=1e-9)
+    weights = GreedySelection().fit(Q, zoo.y).weights_
+    expected = {name: w for name, w in zip(held_out, weights) if w > 0}
+    assert auto.ensemble_weights_ == pytest.approx(expected)
+    # the second level's refit: every candidate it weighs, refit on all rows, mixed
+    combined = auto.candidate("ensemble").fit(zoo.oof, zoo.y)
+    mixture = sum(
+        w * clone(pool[name]).fit(zoo.oof, zoo.y).predict(zoo.test) for name, w in expected.items()
+    )
+    np.testing.assert_allclose(combined.predict(zoo.test), mixture, rtol=1e-9, atol=1e-12)
+    if auto.method_ == "ensemble":
+        np.testing.assert_allclose(auto.predict(zoo.test), mixture, rtol=1e-9, atol=1e-12)
+
+
+def test_an_ensemble_of_one_candidate_is_that_candidate():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=300)
+    good = y + rng.normal(scale=0.1, size=300)
+    awful = [y + rng.normal(scale=5.0, size=300) + 3 for _ in range(4)]
+    P = Predictions(
+        np.stack([good, *awful], axis=1)[..., None], ["good", "a1", "a2", "a3", "a4"], "regression"
+    )
+    auto = AutoCombiner(candidates=["mean"], cv=3).fit(P, y)
+    assert auto.ensemble_weights_ == {"best": 1.0}
+    assert auto.method_ == "best"
+    assert isinstance(auto.combiner_, BestSingle)
+
+
+def test_time_limit_skips_candidates_not_started_and_progress_names_each(binary_zoo):
+    seen = []
+    auto = AutoCombiner(cv=3, time_limit=1e-9).fit(
+        binary_zoo.oof, binary_zoo.y, progress=lambda name, done, total: seen.append(name)
+    )
+    assert list(auto.scores_) == ["best", "ensemble"] or list(auto.scores_) == ["best"]
+    assert auto.skipped_ == [n for n in default_candidates() if n != "best"]
+    assert seen[0] == "best"
+    seen.clear()
+    full = AutoCombiner(cv=3).fit(
+        binary_zoo.oof, binary_zoo.y, progress=lambda name, done, total: seen.append(name)
+    )
+    assert seen == [*default_candidates(), "ensemble"] and full.skipped_ == []
+    with pytest.raises(ValueError, match="time_limit"):
+        AutoCombiner(time_limit=0).fit(binary_zoo.oof, binary_zoo.y)
+
+
+def test_multiclass_default_leaves_out_the_multinomial_stacks(multiclass_zoo):
+    auto = AutoCombiner(cv=3).fit(multiclass_zoo.oof, multiclass_zoo.y)
+    assert set(auto.scores_) == {"best", "mean", "greedy", "weighted", "pool", "ensemble"}
+    named = AutoCombiner(candidates=["stack"], cv=3).fit(multiclass_zoo.oof, multiclass_zoo.y)
+    assert "stack" in named.scores_
+
+
+def test_unknown_candidate_name_is_refused(regression_zoo):
+    auto = AutoCombiner(candidates=["mean"], cv=3, ensemble=False)
+    auto.fit(regression_zoo.oof, regression_zoo.y)
+    with pytest.raises(ValueError, match="unknown candidate 'nope'"):
+        auto.candidate("nope")
+    with pytest.raises(ValueError, match="second level was not fitted"):
+        auto.candidate("ensemble")
 
 
 def test_nested_scores_refit_inside_each_fold(binary_zoo):
@@ -73,7 +157,7 @@ def test_never_picks_a_combiner_worse_than_the_best_member():
 
 def test_custom_candidates_and_unknown_names(regression_zoo):
     auto = AutoCombiner(candidates={"avg": Mean()}, cv=3).fit(regression_zoo.oof, regression_zoo.y)
-    assert set(auto.scores_) == {"best", "avg"}
+    assert set(auto.scores_) == {"best", "avg", "ensemble"}
     with pytest.raises(ValueError, match="candidates must be names"):
         AutoCombiner(candidates=["nope"]).fit(regression_zoo.oof, regression_zoo.y)
 
@@ -83,7 +167,7 @@ def test_same_seed_same_choice_and_another_seed_other_folds(regression_zoo):
     a = AutoCombiner(cv=3, random_state=1).fit(P, y)
     b = AutoCombiner(cv=3, random_state=1).fit(P, y)
     c = AutoCombiner(cv=3, random_state=2).fit(P, y)
-    assert set(a.scores_) == set(default_candidates())
+    assert set(a.scores_) == {*default_candidates(), "ensemble"}
     assert a.scores_ == b.scores_
     np.testing.assert_array_equal(a.predict(regression_zoo.test), b.predict(regression_zoo.test))
     assert a.scores_ != c.scores_
@@ -102,7 +186,7 @@ def test_select_first_refits_the_requested_method_and_still_scores_the_best_memb
     best = AutoCombiner(candidates=["mean"], cv=3).fit(P, y)
     first = AutoCombiner(candidates=["mean"], cv=3, select="first").fit(P, y)
     assert best.method_ == "best" and first.method_ == "mean"
-    assert first.scores_ == best.scores_
+    assert first.scores_ == {k: v for k, v in best.scores_.items() if k != "ensemble"}
     np.testing.assert_allclose(first.predict(P), P.values.mean(axis=1), rtol=1e-12)
     np.testing.assert_allclose(first.weights_, np.full(5, 0.2))
     with pytest.raises(ValueError, match="'select' parameter of AutoCombiner"):

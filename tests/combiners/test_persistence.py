@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from ensemblex import AutoCombiner, BestSingle, GreedySelection, Mean, Stacking, Weighted
+from ensemblex import (
+    AutoCombiner,
+    BestSingle,
+    CombinerEnsemble,
+    GreedySelection,
+    Mean,
+    Pooling,
+    Stacking,
+    Weighted,
+)
 from ensemblex.combiners import Combiner
 from ensemblex.combiners.persistence import combiner_state, load_combiner
 
@@ -19,6 +28,11 @@ COMBINERS = {
     "stack_regularized": Stacking.regularized,
     "auto": lambda: AutoCombiner(candidates=["mean", "greedy"], cv=3),
     "auto_nesting_a_stack": lambda: AutoCombiner(candidates=["stack"], cv=3, select="first"),
+    "pool": Pooling,
+    "ensemble_of_combiners": lambda: CombinerEnsemble(
+        {"mean": Mean(), "stack": Stacking(), "pool": Pooling()},
+        {"mean": 1.0, "stack": 2.0, "pool": 1.0},
+    ),
 }
 
 

@@ -10,6 +10,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from ensemblex.cli.app import TaskChoice, app, console, example_path, fail
+from ensemblex.cli.display import CandidateProgress
 
 
 class Method(str, Enum):
@@ -18,6 +19,7 @@ class Method(str, Enum):
     best = "best"
     weighted = "weighted"
     greedy = "greedy"
+    pool = "pool"
     stack = "stack"
     stack_regularized = "stack_regularized"
 
@@ -30,7 +32,12 @@ def blend(
         "Omitted: the bundled churn example.",
     ),
     target: str | None = typer.Option(None, "--target", help="Target column of OOF."),
-    test: Path | None = typer.Option(None, "--test", help="Test predictions to combine."),
+    test: list[Path] | None = typer.Option(
+        None,
+        "--test",
+        help="Test predictions to combine. Give it once per fold model (or one table with a "
+        "'fold' column) to combine each fold's predictions, then average.",
+    ),
     id_col: str | None = typer.Option(None, "--id", help="Id column carried to the output."),
     task: TaskChoice = typer.Option(TaskChoice.auto, "--task"),
     method: Method = typer.Option(
@@ -46,6 +53,13 @@ def blend(
         None, "--positive", help="Positive class of a binary task."
     ),
     folds: int = typer.Option(5, "--folds", min=2, help="Outer folds of the nested CV."),
+    time_limit: float | None = typer.Option(
+        None,
+        "--time-limit",
+        min=0.001,
+        help="Seconds for the nested CV of --method auto; candidates not started by then "
+        "are skipped.",
+    ),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("ensemblex-out"), "--out", help="Output folder."),
 ) -> None:
@@ -58,22 +72,25 @@ def blend(
     if oof is None:
         oof = example_path("churn_oof.csv")
         target = target or "Exited"
-        test = test or example_path("churn_test.csv")
+        test = test or [example_path("churn_test.csv")]
         id_col = id_col or "row"
         console.print(f"No OOF table given: blending the bundled churn example ({oof.parent}).")
     try:
-        summary, predictions = blend_tables(
-            oof,
-            target,
-            test=test,
-            id_col=id_col,
-            task=task.value,
-            method=method.value,
-            metric=metric,
-            positive=positive,
-            folds=folds,
-            seed=seed,
-        )
+        with CandidateProgress() as progress:
+            summary, predictions = blend_tables(
+                oof,
+                target,
+                test=test,
+                id_col=id_col,
+                task=task.value,
+                method=method.value,
+                metric=metric,
+                positive=positive,
+                folds=folds,
+                seed=seed,
+                time_limit=time_limit,
+                progress=progress,
+            )
         write_blend(out, predictions, summary)
     except (ValueError, TypeError, OSError) as exc:
         fail(str(exc))
@@ -99,6 +116,9 @@ def _print_summary(summary: dict, out: Path) -> None:
     if weights:
         top = sorted(((w, m) for m, w in weights.items() if w > 0), reverse=True)[:8]
         console.print("weights: " + ", ".join(f"{m} {w:.3f}" for w, m in top))
+    if summary.get("ensemble_weights") and summary["method"] == "ensemble":
+        parts = sorted(summary["ensemble_weights"].items(), key=lambda kv: -kv[1])
+        console.print("ensemble of combiners: " + ", ".join(f"{n} {w:.2f}" for n, w in parts))
     if summary.get("dropped_members"):
         console.print(f"dropped as redundant: {', '.join(summary['dropped_members'])}")
     if "test_score" in summary:

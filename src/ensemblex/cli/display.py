@@ -13,6 +13,34 @@ from rich.progress import (
 from rich.table import Table as RichTable
 
 from ensemblex.cli.app import console
+from ensemblex.combiners.auto import NESTED_CV
+
+
+class CandidateProgress:
+    """A rich progress bar over the combiner candidates of a nested cross-validation."""
+
+    def __enter__(self):
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.bar.__enter__()
+        self.job = self.bar.add_task(NESTED_CV, total=None)
+        return self.progress
+
+    def progress(self, name: str, done: int, total: int) -> None:
+        self.bar.update(
+            self.job, completed=done, total=total + 1, description=f"{NESTED_CV}: {name}"
+        )
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            total = self.bar.tasks[0].total
+            self.bar.update(self.job, completed=total, description=f"{NESTED_CV}: done")
+        return self.bar.__exit__(*exc)
 
 
 class FoldProgress:
@@ -35,7 +63,12 @@ class FoldProgress:
         console.print(f"task: {task} (--task overrides)")
 
     def progress(self, label: str, done: int, total: int) -> None:
-        text = "cross-fitting (resumed)" if label == "resumed" else f"cross-fitting {label}"
+        if label.startswith(NESTED_CV):
+            text = label
+        elif label == "resumed":
+            text = "cross-fitting (resumed)"
+        else:
+            text = f"cross-fitting {label}"
         self.bar.update(self.job, completed=done, total=total, description=text)
 
     def __exit__(self, *exc):

@@ -3,8 +3,10 @@
 - ``averaging``: :class:`Mean`, :class:`BestSingle`
 - ``weighted``: :class:`Weighted` (optimised convex weights)
 - ``greedy``: :class:`GreedySelection` (Caruana selection with replacement)
+- ``pooling``: :class:`Pooling` (log-linear pool / non-negative least squares)
 - ``stacking``: :class:`Stacking` (regularised meta-models, the four-stage pipeline)
-- ``auto``: :class:`AutoCombiner` (nested cross-validation among the above)
+- ``layered``: :class:`CombinerEnsemble` (a weighted mean of combiners)
+- ``auto``: :class:`AutoCombiner` (nested cross-validation among the above, and their ensemble)
 - ``base``: :class:`Combiner` (the protocol) and :class:`WeightedAverage` (a weight vector)
 - ``state``, ``persistence``: a combiner's state as JSON plus arrays, saved and loaded
 """
@@ -13,6 +15,8 @@ from ensemblex.combiners.auto import AutoCombiner, default_candidates
 from ensemblex.combiners.averaging import BestSingle, Mean
 from ensemblex.combiners.base import Combiner, WeightedAverage
 from ensemblex.combiners.greedy import GreedySelection
+from ensemblex.combiners.layered import CombinerEnsemble
+from ensemblex.combiners.pooling import Pooling
 from ensemblex.combiners.stacking import Stacking
 from ensemblex.combiners.weighted import Weighted
 
@@ -20,8 +24,10 @@ __all__ = [
     "AutoCombiner",
     "BestSingle",
     "Combiner",
+    "CombinerEnsemble",
     "GreedySelection",
     "Mean",
+    "Pooling",
     "Stacking",
     "Weighted",
     "WeightedAverage",

@@ -116,6 +116,37 @@ class Combiner(BaseEstimator):
             )
         return self._predict(P.values)
 
+    def warm_start_from(self, fitted: Combiner) -> Combiner:
+        """Start the next ``fit`` from ``fitted``'s solution, where the combiner can (an
+        iterative solver); by default a no-op. Returns self."""
+        return self
+
+    def predict_folds(self, folds) -> np.ndarray:
+        """Combine each cross-fitting fold's predictions, then average ("fold-consistent").
+
+        At fit time a combiner sees out-of-fold predictions, each made by a fold model fit
+        on part of the rows; the mean of all fold models' predictions on new rows is sharper
+        than any of those. Combining each fold model's predictions as they are, then
+        averaging the combined outputs, keeps new rows like the rows the combiner was fitted
+        on. For a weighted average both give the same numbers.
+
+        Parameters
+        ----------
+        folds : sequence of Predictions, or ndarray (n_folds, n_samples, n_members, n_outputs)
+            Every fold model's predictions on the same rows, members in the same order.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_outputs)
+        """
+        folds = list(folds)
+        if not folds:
+            raise ValueError("folds must hold the predictions of at least one fold model")
+        total = self.predict(folds[0])
+        for fold in folds[1:]:
+            total = total + self.predict(fold)
+        return total / len(folds)
+
     def score(self, P, y, sample_weight=None) -> float:
         """The metric (``metric_``) of the combined prediction against ``y``."""
         pred = self.predict(P)

@@ -1,0 +1,36 @@
+"""CombinerEnsemble: a weighted mean of combiners, each refit on the same rows."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from ensemblex import CombinerEnsemble, GreedySelection, Mean, Pooling
+
+
+def test_predicts_the_weighted_mean_of_its_refit_combiners(zoo):
+    parts = {"mean": Mean(), "greedy": GreedySelection(), "pool": Pooling()}
+    ensemble = CombinerEnsemble(parts, {"mean": 1.0, "greedy": 0.0, "pool": 3.0})
+    ensemble.fit(zoo.oof, zoo.y)
+    np.testing.assert_allclose(ensemble.weights_, [0.25, 0.0, 0.75])
+    expected = sum(
+        w * clone(parts[name]).fit(zoo.oof, zoo.y).predict(zoo.test)
+        for name, w in (("mean", 0.25), ("pool", 0.75))
+    )
+    np.testing.assert_allclose(ensemble.predict(zoo.test), expected, rtol=1e-12, atol=1e-15)
+    assert all(parts[name] is not fitted for name, fitted in ensemble.combiners_.items())
+    assert not hasattr(parts["pool"], "weights_")  # the parameters are not fitted in place
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ({"mean": 1.0}, "same non-empty set"),
+        ({"mean": -1.0, "pool": 2.0}, "non-negative"),
+        ({"mean": 0.0, "pool": 0.0}, "not all zero"),
+        ({"mean": float("nan"), "pool": 1.0}, "non-negative"),
+    ],
+)
+def test_bad_weights_are_refused(regression_zoo, weights, message):
+    ensemble = CombinerEnsemble({"mean": Mean(), "pool": Pooling()}, weights)
+    with pytest.raises(ValueError, match=message):
+        ensemble.fit(regression_zoo.oof, regression_zoo.y)
