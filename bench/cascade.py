@@ -19,6 +19,7 @@ runs at all); each member's cost is its measured prediction time per row on the 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -147,7 +148,12 @@ def mnist_deep_row() -> dict:
     }
 
 
+RESULTS = Path(__file__).resolve().parent / "results" / "cascade.json"
+
+
 def main(names: list[str]) -> None:
+    """Print the table; each dataset's row is also kept in bench/results/cascade.json."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     print(
         "| dataset | rule | members run (cheapest first) | test accuracy: cascade / full "
         "| coverage at 5% risk: cascade / full | cost vs full ensemble |"
@@ -155,6 +161,8 @@ def main(names: list[str]) -> None:
     print("|---|---|---|---|---|---:|")
     for name in names:
         r = mnist_deep_row() if name == "mnist" else run_dataset(name)
+        results[name] = r
+        RESULTS.write_text(json.dumps(results, indent=2, default=float))
         cov = (
             f"{r['coverage_at_5pct_risk']:.4f} / {r['full_coverage_at_5pct_risk']:.4f}"
             if "coverage_at_5pct_risk" in r

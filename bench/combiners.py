@@ -38,12 +38,12 @@ from sklearn.ensemble import StackingClassifier, StackingRegressor
 from sklearn.metrics import roc_auc_score
 
 from ensemblex import AutoCombiner, BestSingle, GreedySelection, Mean, Pooling, Stacking, Weighted
-from ensemblex.combiners.auto import default_candidates
 from ensemblex.metrics import get_metric
 from ensemblex.tables import from_frame, read_table
 from ensemblex.tasks import encode_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from readme import replace_section
 from zoo import build
 
 DATASETS = [
@@ -171,6 +171,7 @@ def ours(random_state=0) -> dict:
         "stacking (ridge/logistic)": Stacking(random_state=random_state),
         "stacking, four-stage": Stacking.regularized(random_state=random_state),
         "AutoCombiner, no second level": AutoCombiner(ensemble=False),
+        "AutoCombiner, argmin of nested scores": AutoCombiner(select="best"),
         AUTO: AutoCombiner(),
     }
     return rows
@@ -225,21 +226,18 @@ def run_dataset(name: str) -> dict:
     # Every candidate refit on all OOF rows, scored on test: what AutoCombiner could have
     # chosen, in hindsight (fold-consistent, as AutoCombiner predicts).
     auto = fitted[AUTO]
-    pool = default_candidates()
     hindsight = {}
     for cand in auto.scores_:
-        if cand == auto.method_:
-            model = auto.combiner_
-        elif cand == "ensemble":
-            model = clone(auto).set_params(candidates=list(auto.ensemble_weights_) or ["mean"])
-            model = model.fit(P, oof.y)
-        else:
-            model = clone(pool[cand]).fit(P, oof.y)
+        model = auto.combiner_ if cand == auto.method_ else auto.candidate(cand).fit(P, oof.y)
         hindsight[cand] = metric.score(y_test, model.predict_folds(test_folds))
     rows[AUTO]["hindsight"] = hindsight
 
     ag_seconds, ag = timed(lambda: autogluon_selection(P.values, y, P.task))
-    record(AG, ag_seconds, np.einsum("nmk,m->nk", Pt.values, ag.weights_))
+    ag_pred = np.einsum("nmk,m->nk", Pt.values, ag.weights_)
+    record(AG, ag_seconds, ag_pred)
+    rows[AUTO]["vs_autogluon_se"] = bootstrap_se(
+        metric, y_test, auto.predict_folds(test_folds), ag_pred
+    )
     greedy = fitted["greedy (25 it.)"]
     rows[AG]["same_weights"] = bool(np.allclose(greedy.weights_, ag.weights_))
 
@@ -274,19 +272,33 @@ def run_dataset(name: str) -> dict:
     }
 
 
+def bootstrap_se(metric, y, ours_pred, peer_pred, draws=200, seed=0) -> float:
+    """Standard error of (ours - peer) / peer on test, over bootstrap resamples of test rows:
+    how much of a difference the test split's size can tell apart."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(draws):
+        rows = rng.integers(0, len(y), len(y))
+        a, b = metric.score(y[rows], ours_pred[rows]), metric.score(y[rows], peer_pred[rows])
+        diffs.append((a - b) / abs(b))
+    return float(np.std(diffs, ddof=1))
+
+
 # ---------------------------------------------------------------- report
-def print_dataset(name: str, res: dict) -> None:
-    print(
+def dataset_table(name: str, res: dict) -> str:
+    lines = []
+    add = lines.append
+    add(
         f"\n#### {name} ({res['task']}, {res['n_members']} members, {res['n_oof']} OOF rows, "
         f"{res['n_test']} test rows; test {res['metric']})\n"
     )
     acc = res["task"] != "regression"
-    print(
+    add(
         f"| combiner | test {res['metric']} | averaged inputs |"
         + (" test accuracy |" if acc else "")
         + " gain over best | fit s |"
     )
-    print("|---|---:|---:|" + ("---:|" if acc else "") + "---:|---:|")
+    add("|---|---:|---:|" + ("---:|" if acc else "") + "---:|---:|")
     for label, row in res["rows"].items():
         note = f" (chose {row['chosen']})" if "chosen" in row else ""
         averaged = row.get("averaged_inputs", {}).get("test")
@@ -301,7 +313,8 @@ def print_dataset(name: str, res: dict) -> None:
             f"{row['gain']:+.2%}",
             "-" if np.isnan(row["seconds"]) else f"{row['seconds']:.3f}",
         ]
-        print("| " + " | ".join(cells) + " |")
+        add("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def summary_rows(results: dict) -> list[dict]:
@@ -323,6 +336,7 @@ def summary_rows(results: dict) -> list[dict]:
                 "auto_gain": auto["gain"],
                 "ag_gain": ag["gain"],
                 "auto_vs_ag": sign * (auto["test"] - ag["test"]) / abs(ag["test"]),
+                "auto_vs_ag_se": auto["vs_autogluon_se"],
                 "auto_seconds": auto["seconds"],
                 "ag_seconds": ag["seconds"],
                 "chosen": auto["chosen"],
@@ -332,19 +346,22 @@ def summary_rows(results: dict) -> list[dict]:
     return out
 
 
-def print_summary(results: dict) -> list[str]:
+def summary_text(results: dict) -> str:
     table = summary_rows(results)
-    print("\n### Summary: AutoCombiner against AutoGluon's greedy selection\n")
-    print(
+    lines = []
+    add = lines.append
+    add(
         "| dataset | task | test metric | best single | AutoGluon greedy | AutoCombiner (chosen) "
-        "| gain: AutoGluon | gain: ours | ours vs AutoGluon | fit s: AutoGluon | fit s: ours |"
+        "| gain: AutoGluon | gain: ours | ours vs AutoGluon (± bootstrap SE) | fit s: AutoGluon "
+        "| fit s: ours |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in table:
-        print(
+        add(
             f"| {r['dataset']} | {r['task']} | {r['metric']} | {r['best']:.5g} | {r['ag']:.5g} "
             f"| {r['auto']:.5g} ({r['chosen']}) | {r['ag_gain']:+.2%} | {r['auto_gain']:+.2%} "
-            f"| {r['auto_vs_ag']:+.2%} | {r['ag_seconds']:.2f} | {r['auto_seconds']:.2f} |"
+            f"| {r['auto_vs_ag']:+.2%} ± {r['auto_vs_ag_se']:.2%} | {r['ag_seconds']:.2f} "
+            f"| {r['auto_seconds']:.2f} |"
         )
     vs = np.array([r["auto_vs_ag"] for r in table])
     gains = np.array([r["auto_gain"] for r in table])
@@ -371,24 +388,31 @@ def print_summary(results: dict) -> list[str]:
                 f"({'ok' if r['auto_seconds'] <= 15 else 'FAIL'}, target <= 15 s) against "
                 f"AutoGluon's {r['ag_seconds']:.1f} s"
             )
-    print()
+    add("")
     for line in checks:
-        print(f"- {line}")
-    return checks
+        add(f"- {line}")
+    return "\n".join(lines)
 
 
-def main(names: list[str]) -> None:
+def main(argv: list[str]) -> None:
+    names = [a for a in argv if not a.startswith("--")]
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "combiners.json"
     results = json.loads(path.read_text()) if path.exists() and names else {}
     results = {k: v for k, v in results.items() if "hindsight" in v["rows"].get(AUTO, {})}
     for name in names or DATASETS:
         results[name] = run_dataset(name)
-        print_dataset(name, results[name])
-        sys.stdout.flush()
+        print(dataset_table(name, results[name]), flush=True)
         path.write_text(json.dumps(results, indent=2, default=float))
     ordered = {name: results[name] for name in DATASETS if name in results}
-    print_summary(ordered)
+    summary = summary_text(ordered)
+    print(summary)
+    tables = "\n".join(dataset_table(name, res) for name, res in ordered.items())
+    (RESULTS / "combiners.md").write_text(
+        "# bench/combiners.py: every combiner on every zoo\n\n" + summary + "\n" + tables + "\n"
+    )
+    if "--readme" in argv:
+        replace_section("combiners", summary)
 
 
 if __name__ == "__main__":

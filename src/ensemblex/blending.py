@@ -74,7 +74,7 @@ def blend_tables(
         metric=metric_obj,
         cv=folds,
         random_state=seed,
-        select="best" if method == "auto" else "first",
+        select="ensemble" if method == "auto" else "first",
         time_limit=time_limit,
     ).fit(P, train.y, progress=progress)
     chosen, scores, seconds = combiner.method_, combiner.scores_, combiner.fit_seconds_

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ensemblex.cascade import Cascade
+from ensemblex.combiners.base import mixture_weights
 from ensemblex.runs import RunFolder
 from ensemblex.tables import read_table
 from ensemblex.tasks import encode_labels
@@ -80,7 +81,7 @@ def choose_cascade(
         run = RunFolder(source)
         oof, test = run.oof, run.test
         member_costs = run.member_costs()
-        weights = getattr(run.load_model().combiner_, "weights_", None)
+        weights = mixture_weights(run.load_model().combiner_)
     else:
         if target is None:
             raise ValueError(f"{source}: --target is required for a predictions table")

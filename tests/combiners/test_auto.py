@@ -67,9 +67,10 @@ def test_second_level_is_greedy_selection_over_held_out_predictions(zoo):
         zoo.oof.task,
         classes=zoo.oof.classes,
     )
-    level2, _ = brute_force_nested_cv({"ensemble": GreedySelection()}, Q, zoo.y, cv=3, seed=0)
-    assert auto.scores_ == pytest.approx({**scores, **level2}, rel=1e-9)
-    weights = GreedySelection().fit(Q, zoo.y).weights_
+    level2 = GreedySelection(n_bags=20, random_state=0)
+    level2_scores, _ = brute_force_nested_cv({"ensemble": level2}, Q, zoo.y, cv=3, seed=0)
+    assert auto.scores_ == pytest.approx({**scores, **level2_scores}, rel=1e-9)
+    weights = clone(level2).fit(Q, zoo.y).weights_
     expected = {name: w for name, w in zip(held_out, weights) if w > 0}
     assert auto.ensemble_weights_ == pytest.approx(expected)
     # the second level's refit: every candidate it weighs, refit on all rows, mixed

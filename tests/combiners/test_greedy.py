@@ -108,3 +108,21 @@ def test_auto_metric_is_log_loss_for_classes(binary_zoo):
     assert GreedySelection().fit(binary_zoo.oof, binary_zoo.y).metric_ is get_metric(
         "log_loss", "binary"
     )
+
+
+def test_bagged_selection_averages_selections_on_bootstrap_rows(zoo):
+    from sklearn.utils import check_random_state
+
+    bagged = GreedySelection(n_bags=5, random_state=3).fit(zoo.oof, zoo.y)
+    rng = check_random_state(3)
+    expected = np.zeros(zoo.oof.n_members)
+    for _ in range(5):
+        rows = rng.randint(0, len(zoo.y), len(zoo.y))
+        expected += GreedySelection().fit(zoo.oof.take(rows), zoo.y[rows]).weights_ / 5
+    np.testing.assert_allclose(bagged.weights_, expected, rtol=1e-12)
+    np.testing.assert_allclose(bagged.weights_.sum(), 1.0)
+    # the trajectory and picks describe the selection on all rows
+    plain = GreedySelection().fit(zoo.oof, zoo.y)
+    assert bagged.indices_ == plain.indices_
+    same = GreedySelection(n_bags=5, random_state=3).fit(zoo.oof, zoo.y)
+    np.testing.assert_array_equal(same.weights_, bagged.weights_)

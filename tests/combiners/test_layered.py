@@ -11,7 +11,7 @@ def test_predicts_the_weighted_mean_of_its_refit_combiners(zoo):
     parts = {"mean": Mean(), "greedy": GreedySelection(), "pool": Pooling()}
     ensemble = CombinerEnsemble(parts, {"mean": 1.0, "greedy": 0.0, "pool": 3.0})
     ensemble.fit(zoo.oof, zoo.y)
-    np.testing.assert_allclose(ensemble.weights_, [0.25, 0.0, 0.75])
+    np.testing.assert_allclose(ensemble.combiner_weights_, [0.25, 0.0, 0.75])
     expected = sum(
         w * clone(parts[name]).fit(zoo.oof, zoo.y).predict(zoo.test)
         for name, w in (("mean", 0.25), ("pool", 0.75))
@@ -34,3 +34,25 @@ def test_bad_weights_are_refused(regression_zoo, weights, message):
     ensemble = CombinerEnsemble({"mean": Mean(), "pool": Pooling()}, weights)
     with pytest.raises(ValueError, match=message):
         ensemble.fit(regression_zoo.oof, regression_zoo.y)
+
+
+def test_member_weights_compose_only_for_weighted_means(binary_zoo):
+    from ensemblex import AutoCombiner
+    from ensemblex.combiners.base import mixture_weights
+
+    P, y = binary_zoo.oof, binary_zoo.y
+    linear = CombinerEnsemble(
+        {"mean": Mean(), "greedy": GreedySelection()}, {"mean": 1, "greedy": 3}
+    )
+    linear.fit(P, y)
+    greedy = linear.combiners_["greedy"].weights_
+    expected = 0.25 * np.full(P.n_members, 1 / P.n_members) + 0.75 * greedy
+    np.testing.assert_allclose(mixture_weights(linear), expected)
+    np.testing.assert_allclose(
+        linear.predict(binary_zoo.test), np.einsum("nmk,m->nk", binary_zoo.test.values, expected)
+    )
+    with_pool = CombinerEnsemble({"mean": Mean(), "pool": Pooling()}, {"mean": 1, "pool": 1})
+    assert mixture_weights(with_pool.fit(P, y)) is None
+    assert mixture_weights(Pooling().fit(P, y)) is None
+    auto = AutoCombiner(candidates=["greedy"], cv=3, select="first").fit(P, y)
+    np.testing.assert_array_equal(mixture_weights(auto), auto.combiner_.weights_)

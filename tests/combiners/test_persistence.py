@@ -98,7 +98,13 @@ def test_auto_combiner_nests_the_chosen_state_and_keeps_custom_candidates(regres
     state, arrays = auto.get_state()
     nested = state["fitted"]["combiner_"]["__combiner__"]
     assert nested["class"] == type(auto.combiner_).__name__
-    assert "combiner_.weights_" in arrays and all(k.startswith("combiner_.") for k in arrays)
+    assert all(k.startswith("combiner_.") for k in arrays)
+    if auto.method_ == "ensemble":  # each combiner it mixes, nested under its name
+        assert nested["class"] == "CombinerEnsemble"
+        for name in auto.ensemble_weights_:
+            assert any(k.startswith(f"combiner_.combiners_.{name}.") for k in arrays)
+    else:
+        assert "combiner_.weights_" in arrays
     loaded = _round_trip(auto, tmp_path)
     assert loaded.method_ == auto.method_ and loaded.scores_ == auto.scores_
     candidates = loaded.get_params()["candidates"]

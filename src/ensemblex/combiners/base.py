@@ -288,6 +288,25 @@ class WeightedAverage(Combiner):
         super()._set_fitted_state({**fitted, "weights_": weights})
 
 
+def mixture_weights(combiner) -> np.ndarray | None:
+    """Member weights when ``combiner`` predicts a weighted mean of the members, else None.
+
+    A :class:`WeightedAverage`, an AutoCombiner or ensemble of combiners made only of such
+    (whose weights compose) has them; a meta-model or a log-linear pool does not.
+    """
+    inner = getattr(combiner, "combiner_", None)
+    if inner is not None:
+        return mixture_weights(inner)
+    if isinstance(combiner, WeightedAverage):
+        return np.asarray(combiner.weights_, dtype=np.float64)
+    parts = getattr(combiner, "combiners_", None)
+    if isinstance(parts, dict):
+        weights = [mixture_weights(part) for part in parts.values()]
+        if all(w is not None for w in weights):
+            return sum(c * w for c, w in zip(combiner.combiner_weights_, weights))
+    return None
+
+
 def weighted_average(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Combine ``values`` (n, m, k) with member ``weights`` (m,) into (n, k)."""
     return np.einsum("nmk,m->nk", values, weights)

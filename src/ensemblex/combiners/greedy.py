@@ -4,7 +4,9 @@ Each iteration adds the member whose inclusion gives the best ensemble score; th
 ensemble is the running mean of the chosen members, so a member chosen twice weighs twice.
 All candidates are scored in one vectorised step per iteration from a running sum, the
 whole trajectory is kept and the best prefix is used (AutoGluon's ``EnsembleSelection``
-with ``ensemble_size=25`` is the same procedure).
+with ``ensemble_size=25`` is the same procedure). With ``n_bags > 1`` the selection is run
+on bootstrap resamples of the rows and the weights averaged (bagged ensemble selection,
+Caruana et al. 2006), which shrinks the weights' variance on small data.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 
 from ensemblex.combiners.base import WeightedAverage
@@ -34,13 +37,17 @@ class GreedySelection(WeightedAverage):
         Candidates whose losses are this close (relative) to the best count as tied. Ties
         go to a member already in the ensemble, then to the first in member order, so the
         result is deterministic.
+    n_bags : int, default 1
+        Bootstrap resamples of the rows to select on; the weights are their mean.
+    random_state : int, default 0
+        Seed of the bootstrap resamples.
 
     Attributes
     ----------
     weights_ : ndarray of shape (n_members,)
-        Pick counts over the best prefix, divided by its length.
+        Pick counts over the best prefix, divided by its length (averaged over the bags).
     indices_ : list of int
-        Members picked, in order, over the best prefix.
+        Members picked, in order, over the best prefix (of the selection on all rows).
     trajectory_ : ndarray of shape (n_steps,)
         Ensemble score after each step (metric orientation), all steps.
     best_iteration_ : int
@@ -52,15 +59,41 @@ class GreedySelection(WeightedAverage):
         "n_iterations": [Interval(Integral, 1, None, closed="left")],
         "with_replacement": ["boolean"],
         "tie_rtol": [Interval(Real, 0, None, closed="left")],
+        "n_bags": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
     }
 
-    def __init__(self, n_iterations=25, metric="auto", with_replacement=True, tie_rtol=1e-12):
+    def __init__(
+        self,
+        n_iterations=25,
+        metric="auto",
+        with_replacement=True,
+        tie_rtol=1e-12,
+        n_bags=1,
+        random_state=0,
+    ):
         self.n_iterations = n_iterations
         self.metric = metric
         self.with_replacement = with_replacement
         self.tie_rtol = tie_rtol
+        self.n_bags = n_bags
+        self.random_state = random_state
 
     def _find_weights(self, values, y, sample_weight):
+        weights = self._select(values, y, sample_weight)
+        if self.n_bags == 1:
+            return weights
+        rng = check_random_state(self.random_state)
+        total = np.zeros_like(weights)
+        for _ in range(int(self.n_bags)):
+            rows = rng.randint(0, len(y), len(y))
+            sw = None if sample_weight is None else sample_weight[rows]
+            if sw is not None and sw.sum() <= 0:
+                rows, sw = np.arange(len(y)), sample_weight
+            total += self._select(values[rows], y[rows], sw, record=False)
+        return total / self.n_bags
+
+    def _select(self, values, y, sample_weight, record=True):
         n, m, k = values.shape
         steps = int(self.n_iterations) if self.with_replacement else min(int(self.n_iterations), m)
         running_sum = np.zeros((n, k))
@@ -83,11 +116,12 @@ class GreedySelection(WeightedAverage):
             if m == 1:
                 break
         best_len = int(np.argmin(losses)) + 1
-        self.indices_ = order[:best_len]
-        self.best_iteration_ = best_len
-        sign = -1.0 if self.metric_.greater_is_better else 1.0
-        self.trajectory_ = sign * np.asarray(losses)
-        return np.bincount(self.indices_, minlength=m) / best_len
+        if record:
+            self.indices_ = order[:best_len]
+            self.best_iteration_ = best_len
+            sign = -1.0 if self.metric_.greater_is_better else 1.0
+            self.trajectory_ = sign * np.asarray(losses)
+        return np.bincount(order[:best_len], minlength=m) / best_len
 
     def _break_ties(self, losses: np.ndarray, used: np.ndarray) -> int:
         best = np.nanmin(losses)

@@ -33,7 +33,7 @@ class CombinerEnsemble(Combiner):
     ----------
     combiners_ : dict of str to Combiner
         The fitted clones.
-    weights_ : ndarray of shape (n_combiners,)
+    combiner_weights_ : ndarray of shape (n_combiners,)
         In the order of ``combiners_``.
     """
 
@@ -64,17 +64,17 @@ class CombinerEnsemble(Combiner):
             name: clone(combiner).fit(P, labels, sample_weight=sample_weight)
             for name, combiner in combiners.items()
         }
-        self.weights_ = w / w.sum()
+        self.combiner_weights_ = w / w.sum()
 
     def _predict(self, values):
         out = np.zeros((len(values), self.n_outputs_))
-        for weight, combiner in zip(self.weights_, self.combiners_.values()):
+        for weight, combiner in zip(self.combiner_weights_, self.combiners_.values()):
             out += weight * combiner._predict(values)
         return out
 
     def _set_fitted_state(self, fitted: dict) -> None:
         combiners = fitted.get("combiners_")
-        weights = np.asarray(fitted.get("weights_"), dtype=np.float64)
+        weights = np.asarray(fitted.get("combiner_weights_"), dtype=np.float64)
         if not isinstance(combiners, dict) or weights.shape != (len(combiners),):
             raise ValueError("the CombinerEnsemble state must hold one weight per combiner")
         if not np.all(np.isfinite(weights)) or np.any(weights < 0):
@@ -82,4 +82,4 @@ class CombinerEnsemble(Combiner):
         for name, combiner in combiners.items():
             if not is_fitted_combiner(combiner) or tuple(combiner.members_) != self.members_:
                 raise ValueError(f"combiner {name!r} must be fitted on the same members")
-        super()._set_fitted_state({**fitted, "weights_": weights})
+        super()._set_fitted_state({**fitted, "combiner_weights_": weights})

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ensemblex.combiners.base import mixture_weights
+from ensemblex.combiners.layered import CombinerEnsemble
+from ensemblex.combiners.pooling import Pooling
 from ensemblex.files import write_text_atomic
 from ensemblex.report import plots
 from ensemblex.runs import RunFolder
@@ -35,12 +38,34 @@ def build_report(run_dir: Path, ood_rows=None) -> Path:
     rows = summary["leaderboard"]
     member_scores = {r["model"]: r["cv_score"] for r in rows if r["kind"] == "member"}
     sections = [_leaderboard_table(summary)]
-    weights = getattr(model.combiner_, "weights_", None)
+    weights = mixture_weights(model.combiner_)
     chosen = getattr(model.combiner_, "combiner_", model.combiner_)
     if weights is not None:
         title = f"Weights of the chosen combiner ({summary['chosen']})"
         figure = plots.weights_plot(dict(zip(P.members, np.asarray(weights))), title)
         sections.append(_figure(figure, title, "Share of each member in the ensemble."))
+    elif isinstance(chosen, Pooling):
+        title = f"Weights of the log-linear pool ({summary['chosen']})"
+        figure = plots.weights_plot(dict(zip(P.members, chosen.weights_)), title)
+        sections.append(
+            _figure(
+                figure,
+                title,
+                "Exponent of each member's probabilities in the pool; their sum "
+                f"({chosen.weights_.sum():.2f}) sharpens (above 1) or softens the ensemble.",
+            )
+        )
+    elif isinstance(chosen, CombinerEnsemble):
+        title = "Weights of the ensemble of combiners"
+        weights_of = dict(zip(chosen.combiners_, chosen.combiner_weights_))
+        sections.append(
+            _figure(
+                plots.weights_plot(weights_of, title),
+                title,
+                "Share of each combiner (refit on all OOF rows) in the ensemble, chosen by "
+                "bagged greedy selection over their nested cross-validated predictions.",
+            )
+        )
     else:
         kept = getattr(chosen, "kept_members_", list(P.members))
         sections.append(
