@@ -194,3 +194,59 @@ def test_select_first_refits_the_requested_method_and_still_scores_the_best_memb
         AutoCombiner(select="worst").fit(P, y)
     with pytest.raises(ValueError, match="candidates must not be empty"):
         AutoCombiner(candidates=[]).fit(P, y)
+
+
+def test_default_choice_is_the_second_level_unless_a_first_level_choice_is_clearly_better(zoo):
+    auto = AutoCombiner(cv=3, random_state=0).fit(zoo.oof, zoo.y)
+    metric = get_metric("auto", zoo.oof.task)
+    loss = {n: -s if metric.greater_is_better else s for n, s in auto.scores_.items()}
+    first = {n: v for n, v in loss.items() if n != "ensemble"}
+    best = min(first, key=first.get)
+    # the best first-level candidate's held-out predictions, written out, give its score
+    codes = encode_labels(zoo.y, zoo.oof.classes) if zoo.oof.classes is not None else zoo.y
+    held = np.zeros((zoo.oof.n_samples, zoo.oof.n_outputs))
+    full = auto.candidate(best).fit(zoo.oof, zoo.y)
+    for train, test in outer_splits(codes, zoo.oof.task, 3, 0):
+        fold = auto.candidate(best).warm_start_from(full).fit(zoo.oof.take(train), zoo.y[train])
+        held[test] = fold.predict(zoo.oof.take(test))
+    assert metric.score(codes, held) == pytest.approx(auto.scores_[best], rel=1e-9)
+    assert auto.selection_se_ > 0
+    clear = loss["ensemble"] > first[best] + auto.selection_se_
+    expected = best if clear or loss["ensemble"] >= first["best"] else "ensemble"
+    if expected == "ensemble" and len(auto.ensemble_weights_) == 1:
+        expected = next(iter(auto.ensemble_weights_))
+    assert auto.method_ == expected
+
+
+def test_loss_difference_se_is_a_paired_bootstrap():
+    from ensemblex.combiners.auto import loss_difference_se
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=200)
+    a = (y + rng.normal(scale=0.5, size=200))[:, None]
+    b = (y + rng.normal(size=200))[:, None]
+    metric = get_metric("rmse", "regression")
+    se = loss_difference_se(metric, y, a, b, draws=50, seed=1)
+    state = np.random.RandomState(1)
+    diffs = []
+    for _ in range(50):
+        counts = np.bincount(state.randint(0, 200, 200), minlength=200).astype(float)
+        diffs.append(metric.loss(y, a, counts) - metric.loss(y, b, counts))
+    assert se == pytest.approx(np.std(diffs, ddof=1), rel=1e-12)
+    assert loss_difference_se(metric, y, a, a, draws=20) == 0.0
+
+
+def test_threads_give_the_same_numbers(zoo):
+    from threadpoolctl import threadpool_info
+
+    blas_threads = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    one = AutoCombiner(cv=3, random_state=0).fit(zoo.oof, zoo.y)
+    two = AutoCombiner(cv=3, random_state=0, n_jobs=2).fit(zoo.oof, zoo.y)
+    # BLAS sums in another order with one thread per fold: equal to rounding
+    assert two.scores_ == pytest.approx(one.scores_, rel=1e-10) and two.method_ == one.method_
+    np.testing.assert_allclose(two.predict(zoo.test), one.predict(zoo.test), rtol=1e-9, atol=1e-15)
+    from threadpoolctl import threadpool_info
+
+    assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == set(
+        blas_threads
+    )

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
+from joblib import effective_n_jobs
 from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
+from threadpoolctl import threadpool_limits
 
 from ensemblex.combiners.averaging import BestSingle, Mean
 from ensemblex.combiners.base import Combiner
@@ -66,23 +70,64 @@ def outer_splits(y: np.ndarray, task: str, cv: int, random_state) -> list:
 
 
 def nested_predictions(
-    combiner: Combiner, P: Predictions, y, splits, sample_weight=None, warm_start=None
+    combiner: Combiner,
+    P: Predictions,
+    y,
+    splits,
+    sample_weight=None,
+    warm_start=None,
+    n_jobs: int | None = None,
 ):
     """Predictions for every row from a clone of ``combiner`` fitted without that row's fold.
 
     Output: (n_samples, n_outputs). ``y`` holds labels as ``combiner.fit`` takes them.
     ``warm_start``: a fitted combiner each fold's fit starts from (see
-    :meth:`Combiner.warm_start_from`).
+    :meth:`Combiner.warm_start_from`). ``n_jobs``: outer folds fitted in that many threads
+    (the combiners' work is numpy and BLAS, which release the GIL; -1: one per core).
     """
-    out = np.zeros((P.n_samples, P.n_outputs))
-    for train, test in splits:
+
+    def fit_fold(split):
+        train, test = split
         sw = None if sample_weight is None else sample_weight[train]
         fold = clone(combiner)
         if warm_start is not None:
             fold.warm_start_from(warm_start)
         fitted = fold.fit(P.take(train), y[train], sample_weight=sw)
-        out[test] = fitted.predict(P.take(test))
+        return test, fitted.predict(P.take(test))
+
+    out = np.zeros((P.n_samples, P.n_outputs))
+    workers = effective_n_jobs(n_jobs)
+    if workers > 1 and len(splits) > 1:
+        # one BLAS thread per fold thread: no oversubscription, and a combiner that limits
+        # BLAS threads itself (Pooling) then saves and restores that same limit, so threads
+        # entering and leaving it in any order cannot leave the process changed
+        with (
+            threadpool_limits(1, user_api="blas"),
+            ThreadPoolExecutor(min(workers, len(splits))) as pool,
+        ):
+            done = list(pool.map(fit_fold, splits))
+    else:
+        done = [fit_fold(split) for split in splits]
+    for test, pred in done:
+        out[test] = pred
     return out
+
+
+def loss_difference_se(
+    metric, y, a: np.ndarray, b: np.ndarray, sample_weight=None, draws: int = 100, seed=0
+) -> float:
+    """Bootstrap standard error of ``loss(a) - loss(b)`` over the rows (paired: both scored
+    on the same resamples), for any metric, decomposable or not (AUC)."""
+    n = len(y)
+    rng = check_random_state(seed)
+    base = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    diffs = np.empty(draws)
+    for i in range(draws):
+        w = base * np.bincount(rng.randint(0, n, n), minlength=n)
+        if w.sum() <= 0:
+            w = base
+        diffs[i] = metric.loss(y, a, w) - metric.loss(y, b, w)
+    return float(np.std(diffs, ddof=1))
 
 
 @dataclass(frozen=True)
@@ -106,12 +151,14 @@ def nested_scores(
     sample_weight=None,
     progress: Callable[[str, int, int], None] | None = None,
     deadline: float | None = None,
+    n_jobs: int | None = None,
 ) -> dict[str, NestedScore]:
     """Score each candidate on held-out outer folds, pooled over all rows.
 
     ``y`` holds labels as ``fit`` takes them; ``metric`` is a resolved :class:`Metric`.
     ``progress(name, done, total)`` is called before each candidate; candidates after
-    ``deadline`` (a ``time.perf_counter()`` value) are skipped, except the first.
+    ``deadline`` (a ``time.perf_counter()`` value) are skipped, except the first; ``n_jobs``
+    threads fit the outer folds.
     """
     codes = encode_labels(y, P.classes) if is_classification(P.task) else y
     results = {}
@@ -126,7 +173,9 @@ def nested_scores(
             # the fit on all rows first: every outer fold starts from it, and it is the
             # refit if this candidate is chosen
             full = clone(candidate).fit(P, y, sample_weight=sample_weight)
-        pred = nested_predictions(candidate, P, y, splits, sample_weight, warm_start=full)
+        pred = nested_predictions(
+            candidate, P, y, splits, sample_weight, warm_start=full, n_jobs=n_jobs
+        )
         results[name] = NestedScore(
             score=metric.score(codes, pred, sample_weight),
             loss=metric.loss(codes, pred, sample_weight),
@@ -180,13 +229,12 @@ class AutoCombiner(Combiner):
     The candidates' held-out predictions are themselves members of a second level: greedy
     selection over them, scored on the same outer folds (its weights refit on the other
     folds' held-out predictions), is the candidate ``"ensemble"``. By default
-    (``select="ensemble"``) it is the choice unless the best single member scores better:
-    greedy selection can pick one candidate alone, so the second level picks or mixes
-    combiners instead of trusting one pooled score's ranking. The candidates it weighs are
+    (``select="ensemble"``) it is the choice unless the best single member scores better or
+    the best first-level candidate scores better by more than one bootstrap standard error
+    of the difference (``selection_se_``; then that candidate): mixing combiners hedges
+    between rankings that one pooled score cannot tell apart. The candidates it weighs are
     refit on all rows and combined with its weights (:class:`CombinerEnsemble`); a
-    second level that weighs one candidate is that candidate. On ten benchmark zoos this
-    was never worse on test than the argmin of the nested scores (``select="best"``) and
-    better on four (README, bench/combiners.py).
+    second level that weighs one candidate is that candidate.
 
     With ``select="first"`` the first of ``candidates`` is refit whatever the scores: every
     candidate, the best single member included, is still scored, so a caller that asked for
@@ -202,15 +250,18 @@ class AutoCombiner(Combiner):
         Outer folds (fewer for a class with fewer rows, stratified for classes).
     random_state : int, default 0
     select : {"ensemble", "best", "first"}, default "ensemble"
-        Refit the second level (unless the best single member scores better), the candidate
-        with the best nested score (the second level among them), or the first of
-        ``candidates``.
+        Refit the second level (unless a first-level choice is clearly better, see above),
+        the candidate with the best nested score (the second level among them), or the
+        first of ``candidates``.
     ensemble : bool, default True
         Fit the second level (not with ``select="first"``); without it ``"ensemble"``
         selects as ``"best"``.
     time_limit : float, optional
         Seconds for the nested cross-validation: candidates not started by then are skipped
         (the best single member always runs first).
+    n_jobs : int, optional
+        Threads fitting the outer folds (-1: one per core); the numbers agree to rounding
+        (1e-12) with a serial fit.
 
     Attributes
     ----------
@@ -226,6 +277,9 @@ class AutoCombiner(Combiner):
         Second-level weight of each candidate it uses (empty without ``ensemble``).
     skipped_ : list of str
         Candidates skipped by ``time_limit``.
+    selection_se_ : float
+        Bootstrap standard error of the nested loss difference between the second level and
+        the best first-level candidate (``select="ensemble"`` only).
     n_splits_ : int
         Outer folds used: ``cv``, or fewer when a class has fewer rows.
 
@@ -248,6 +302,7 @@ class AutoCombiner(Combiner):
         "select": [StrOptions({"ensemble", "best", "first"})],
         "ensemble": ["boolean"],
         "time_limit": [Interval(Real, 0, None, closed="neither"), None],
+        "n_jobs": [Integral, None],
     }
 
     def __init__(
@@ -259,6 +314,7 @@ class AutoCombiner(Combiner):
         select="ensemble",
         ensemble=True,
         time_limit=None,
+        n_jobs=None,
     ):
         self.candidates = candidates
         self.metric = metric
@@ -267,6 +323,7 @@ class AutoCombiner(Combiner):
         self.select = select
         self.ensemble = ensemble
         self.time_limit = time_limit
+        self.n_jobs = n_jobs
 
     def fit(self, P, y, sample_weight=None, progress=None):
         """Fit as :meth:`Combiner.fit`; ``progress(name, done, total)`` is called as each
@@ -311,6 +368,7 @@ class AutoCombiner(Combiner):
             sample_weight,
             progress=getattr(self, "_progress", None),
             deadline=deadline,
+            n_jobs=self.n_jobs,
         )
         self.skipped_ = [name for name in candidates if name not in results]
         self.ensemble_weights_ = {}
@@ -325,8 +383,7 @@ class AutoCombiner(Combiner):
         if self.select == "first":
             self.method_ = next(iter(requested))
         elif self.select == "ensemble" and ENSEMBLE in results:
-            better = results[ENSEMBLE].loss < results[BEST_SINGLE].loss
-            self.method_ = ENSEMBLE if better else BEST_SINGLE
+            self.method_ = self._prefer_ensemble(results, labels, P, sample_weight)
         else:
             # min() keeps the first of equal losses, so the best single member wins ties.
             self.method_ = min(results, key=lambda name: results[name].loss)
@@ -336,6 +393,26 @@ class AutoCombiner(Combiner):
         if fitted is None:
             fitted = self.candidate(self.method_).fit(P, labels, sample_weight=sample_weight)
         self.combiner_ = fitted
+
+    def _prefer_ensemble(self, results, labels, P, sample_weight) -> str:
+        """The second level, unless the best single member beats it or the best first-level
+        candidate beats it by more than one bootstrap standard error (then that one)."""
+        first = {name: r for name, r in results.items() if name != ENSEMBLE}
+        # min() keeps the first of equal losses, so the best single member wins ties.
+        best = min(first, key=lambda name: first[name].loss)
+        ensemble = results[ENSEMBLE]
+        codes = encode_labels(labels, P.classes) if is_classification(P.task) else labels
+        self.selection_se_ = loss_difference_se(
+            self.metric_,
+            codes,
+            ensemble.predictions,
+            first[best].predictions,
+            sample_weight,
+            seed=self.random_state,
+        )
+        beats_member = ensemble.loss < first[BEST_SINGLE].loss
+        within = ensemble.loss <= first[best].loss + self.selection_se_
+        return ENSEMBLE if beats_member and within else best
 
     def candidate(self, name: str) -> Combiner:
         """An unfitted copy of the candidate ``name`` (a key of ``scores_``) as compared.
