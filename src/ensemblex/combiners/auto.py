@@ -187,7 +187,13 @@ def nested_scores(
 
 
 def second_level(
-    results: dict[str, NestedScore], P: Predictions, y, metric, splits, sample_weight=None
+    results: dict[str, NestedScore],
+    P: Predictions,
+    y,
+    metric,
+    splits,
+    sample_weight=None,
+    n_jobs: int | None = None,
 ) -> tuple[NestedScore, dict[str, float]]:
     """Bagged greedy selection over the candidates' held-out predictions (an ensemble of
     combiners).
@@ -208,7 +214,8 @@ def second_level(
     # bagged (20 bootstrap resamples of the rows): on the stroke, SMS, churn and wine zoos
     # its test log-loss was lower than plain selection's on three and equal on the fourth
     level2 = GreedySelection(metric=metric, n_bags=20, random_state=0)
-    scored = nested_scores({ENSEMBLE: level2}, Q, y, metric, splits, sample_weight)[ENSEMBLE]
+    scored = nested_scores({ENSEMBLE: level2}, Q, y, metric, splits, sample_weight, n_jobs=n_jobs)
+    scored = scored[ENSEMBLE]
     weights = clone(level2).fit(Q, y, sample_weight=sample_weight).weights_
     chosen = {name: float(w) for name, w in zip(names, weights) if w > 0}
     seconds = time.perf_counter() - start + sum(results[name].seconds for name in chosen)
@@ -376,7 +383,7 @@ class AutoCombiner(Combiner):
             if self._progress is not None:
                 self._progress(ENSEMBLE, len(candidates), len(candidates))
             results[ENSEMBLE], self.ensemble_weights_ = second_level(
-                results, P, labels, self.metric_, splits, sample_weight
+                results, P, labels, self.metric_, splits, sample_weight, n_jobs=self.n_jobs
             )
         self.scores_ = {name: r.score for name, r in results.items()}
         self.fit_seconds_ = {name: r.seconds for name, r in results.items()}
