@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import ClassVar
 import numpy as np
 from joblib import effective_n_jobs
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -101,10 +103,14 @@ def nested_predictions(
         # one BLAS thread per fold thread: no oversubscription, and a combiner that limits
         # BLAS threads itself (Pooling) then saves and restores that same limit, so threads
         # entering and leaving it in any order cannot leave the process changed
+        # (and warning filters are process-wide: a combiner's own catch_warnings is not
+        # thread-safe, so the convergence warnings it silences are silenced here)
         with (
             threadpool_limits(1, user_api="blas"),
+            warnings.catch_warnings(),
             ThreadPoolExecutor(min(workers, len(splits))) as pool,
         ):
+            warnings.simplefilter("ignore", ConvergenceWarning)
             done = list(pool.map(fit_fold, splits))
     else:
         done = [fit_fold(split) for split in splits]
