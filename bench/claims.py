@@ -32,26 +32,39 @@ def _rows(board: dict) -> dict:
 
 
 def regularized_meta_learning(combiners: dict) -> list[str]:
-    cells = []
+    cells, holds, faster = [], [], []
     for name in ("california", "diamonds"):
         if name not in combiners:
             continue
         rows = _rows(combiners[name])
-        cells.append(
-            f"{name} RMSE: four-stage {rows['stacking, four-stage']['test']:,.0f}, hill "
-            f"climbing {rows['greedy (25 it.)']['test']:,.0f}, mean {rows['mean']['test']:,.0f} "
-            f"(fit {rows['stacking, four-stage']['seconds']:.2f} s vs "
-            f"{rows['greedy (25 it.)']['seconds']:.2f} s)"
+        four, greedy, mean = (
+            rows[k]["test"] for k in ("stacking, four-stage", "greedy (25 it.)", "mean")
         )
+        seconds = rows["stacking, four-stage"]["seconds"], rows["greedy (25 it.)"]["seconds"]
+        holds.append(four < greedy < mean)
+        faster.append(seconds[0] < seconds[1])
+        cells.append(
+            f"{name} RMSE: four-stage {four:,.0f}, hill climbing {greedy:,.0f}, mean {mean:,.0f} "
+            f"(fit {seconds[0]:.2f} s vs {seconds[1]:.2f} s)"
+        )
+    ranking = (
+        "the ranking holds on both regression zoos (four-stage < hill climbing < mean)"
+        if all(holds)
+        else "the ranking four-stage < hill climbing < mean holds on "
+        f"{sum(holds)} of {len(holds)} regression zoos"
+    )
+    speed = (
+        "its speed claim holds too"
+        if all(faster)
+        else "its speed claim does not: greedy selection here scores all candidates in one "
+        "vectorised step, faster than the four-stage pipeline's cross-validated meta-models"
+    )
     return [
         "Regularized Meta-Learning: four-stage stack 8.582 vs hill climbing 8.603 vs mean "
         "8.894, and 4x faster",
         "; ".join(cells),
         "bench/combiners.py",
-        "The paper's task and its members are not ours; on both regression zoos the ranking "
-        "holds (four-stage < hill climbing < mean). Its speed claim does not: greedy selection "
-        "here is vectorised over candidates, so it is faster than the four-stage pipeline's "
-        "cross-validated meta-models.",
+        f"The paper's task and members are not ours; {ranking}; {speed}.",
     ]
 
 
