@@ -40,6 +40,7 @@ def run_dataset(name: str) -> dict:
     fit_seconds = time.perf_counter() - start
     metric = model.metric_
     codes = encode_labels(y_test, model.classes_) if model.classes_ is not None else y_test
+    P_folds = model.member_fold_predictions(X_test)
     P_test = model.member_predictions(X_test)
     member_test = dict(
         zip(P_test.members, metric.score_batch(codes, P_test.values.transpose(1, 0, 2)))
@@ -49,11 +50,12 @@ def run_dataset(name: str) -> dict:
     sign = -1 if metric.greater_is_better else 1
     best_oof = members.iloc[np.argmin(sign * members["cv_score"].to_numpy())]["model"]
     best_test = min(member_test, key=lambda m: sign * member_test[m])
-    ensemble = metric.score(codes, model.combiner_.predict(P_test))
+    combined = model.combiner_.predict_folds(P_folds)  # as the model predicts: fold by fold
+    ensemble = metric.score(codes, combined)
     mean = metric.score(codes, Mean().fit(model.oof_, model.oof_labels_).predict(P_test))
     accuracy = None
     if model.classes_ is not None:
-        accuracy = float(np.mean(model.combiner_.predict(P_test).argmax(axis=1) == codes))
+        accuracy = float(np.mean(combined.argmax(axis=1) == codes))
     return {
         "task": ds.task,
         "metric": metric.name,
