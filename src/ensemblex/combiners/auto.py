@@ -230,7 +230,7 @@ class AutoCombiner(Combiner):
     refit on all rows and combined with its weights (:class:`CombinerEnsemble`); a
     second level that weighs one candidate is that candidate. On the ten zoos of
     bench/combiners.py this choice was better on test than the argmin of the nested scores
-    (``select="best"``) on four, worse on two (README).
+    (``select="best"``) on five, worse on three, equal on two (README).
 
     With ``select="first"`` the first of ``candidates`` is refit whatever the scores: every
     candidate, the best single member included, is still scored, so a caller that asked for
