@@ -90,7 +90,8 @@ def run(
         fail(str(exc))
     print_leaderboard(summary)
     console.print(
-        f"wrote {out}/: model/, oof.parquet, test.parquet, leaderboard.json, report.html "
+        f"wrote {out}/: model/, oof.parquet, test.parquet, test_folds.parquet, leaderboard.json, "
+        "report.html "
         f"({summary['seconds']:.0f}s)"
     )
 
