@@ -54,6 +54,20 @@ def test_blend_writes_predictions_for_test_rows(zoo, tmp_path, fmt):
         assert list(preds.columns) == ["key", "prediction"]
 
 
+def test_blend_time_limit_keeps_the_best_member_and_names_what_it_skipped(binary_zoo, tmp_path):
+    oof, test = _write(binary_zoo, tmp_path)
+    out = tmp_path / "out"
+    args = ["blend", str(oof), "--target", "label", "--test", str(test), "--id", "key"]
+    result = runner.invoke(app, [*args, "--time-limit", "0.001", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "blend.json").read_text())
+    assert list(summary["nested_cv_scores"]) in (["best"], ["best", "ensemble"])
+    assert summary["method"] == "best"
+    assert "stack" in summary["skipped_by_time_limit"]
+    result = runner.invoke(app, [*args, "--time-limit", "0", "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 2
+
+
 def test_blend_per_fold_test_tables(multiclass_zoo, tmp_path):
     oof, _ = _write(multiclass_zoo, tmp_path)
     rng = np.random.default_rng(0)
@@ -97,7 +111,7 @@ def test_blend_per_fold_test_tables(multiclass_zoo, tmp_path):
     assert result.exit_code == 2 and "every fold must predict the same rows" in result.output
 
 
-@pytest.mark.parametrize("method", ["mean", "best", "weighted", "greedy", "stack"])
+@pytest.mark.parametrize("method", ["mean", "best", "weighted", "greedy", "pool", "stack"])
 def test_each_method(binary_zoo, tmp_path, method):
     oof, _ = _write(binary_zoo, tmp_path)
     out = tmp_path / "out"

@@ -93,6 +93,7 @@ def blend_tables(
         "method": chosen,
         "nested_cv_scores": scores,
         "nested_cv_seconds": seconds,
+        "skipped_by_time_limit": combiner.skipped_,
         "weights": _weights(fitted, P.members),
         "ensemble_weights": combiner.ensemble_weights_,
         "dropped_members": getattr(fitted, "dropped_members_", {}),

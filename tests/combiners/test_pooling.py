@@ -152,3 +152,16 @@ def test_bad_state_is_refused(binary_zoo):
     short["bias_"] = short["bias_"][:1]
     with pytest.raises(ValueError, match="bias_"):
         Pooling.from_state(state, short)
+
+
+def test_log_linear_pool_with_sample_weights_matches_repeated_rows(binary_zoo):
+    P, y = binary_zoo.oof, binary_zoo.y
+    counts = np.arange(len(y)) % 3 + 1
+    weighted = Pooling().fit(P, y, sample_weight=counts)
+    repeated = Pooling().fit(P.take(np.repeat(np.arange(len(y)), counts)), np.repeat(y, counts))
+    # equal to the optimiser's tolerance, where ignoring the weights is not
+    np.testing.assert_allclose(
+        weighted.predict(binary_zoo.test), repeated.predict(binary_zoo.test), atol=1e-3
+    )
+    unweighted = Pooling().fit(P, y).predict(binary_zoo.test)
+    assert np.abs(unweighted - repeated.predict(binary_zoo.test)).max() > 1e-2
