@@ -109,7 +109,13 @@ def test_time_limit_skips_candidates_not_started_and_progress_names_each(binary_
     full = AutoCombiner(cv=3).fit(
         binary_zoo.oof, binary_zoo.y, progress=lambda name, done, total: seen.append(name)
     )
-    assert seen == [*default_candidates(), "ensemble"] and full.skipped_ == []
+    starts = [name for name in seen if "(" not in name]
+    assert starts == [*default_candidates(), "ensemble"] and full.skipped_ == []
+    # and every outer fold of every first-level candidate, as it finishes
+    for name in default_candidates():
+        assert [n for n in seen if n.startswith(f"{name} (")] == [
+            f"{name} ({k}/3 folds)" for k in (1, 2, 3)
+        ]
     with pytest.raises(ValueError, match="time_limit"):
         AutoCombiner(time_limit=0).fit(binary_zoo.oof, binary_zoo.y)
 

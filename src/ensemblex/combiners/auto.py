@@ -78,6 +78,7 @@ def nested_predictions(
     sample_weight=None,
     warm_start=None,
     n_jobs: int | None = None,
+    on_fold: Callable[[int], None] | None = None,
 ):
     """Predictions for every row from a clone of ``combiner`` fitted without that row's fold.
 
@@ -85,7 +86,9 @@ def nested_predictions(
     ``warm_start``: a fitted combiner each fold's fit starts from (see
     :meth:`Combiner.warm_start_from`). ``n_jobs``: outer folds fitted in that many threads
     (the combiners' work is numpy and BLAS, which release the GIL; -1: one per core).
+    ``on_fold(done)`` is called as folds finish.
     """
+    finished = []
 
     def fit_fold(split):
         train, test = split
@@ -94,7 +97,11 @@ def nested_predictions(
         if warm_start is not None:
             fold.warm_start_from(warm_start)
         fitted = fold.fit(P.take(train), y[train], sample_weight=sw)
-        return test, fitted.predict(P.take(test))
+        pred = fitted.predict(P.take(test))
+        finished.append(test)
+        if on_fold is not None:
+            on_fold(len(finished))
+        return test, pred
 
     out = np.zeros((P.n_samples, P.n_outputs))
     workers = effective_n_jobs(n_jobs)
@@ -144,7 +151,8 @@ def nested_scores(
     """Score each candidate on held-out outer folds, pooled over all rows.
 
     ``y`` holds labels as ``fit`` takes them; ``metric`` is a resolved :class:`Metric`.
-    ``progress(name, done, total)`` is called before each candidate; candidates after
+    ``progress(name, done, total)`` is called before each candidate (and as each of its
+    outer folds finishes, with the count in the name); candidates after
     ``deadline`` (a ``time.perf_counter()`` value) are skipped, except the first; ``n_jobs``
     threads fit the outer folds.
     """
@@ -161,8 +169,14 @@ def nested_scores(
             # the fit on all rows first: every outer fold starts from it, and it is the
             # refit if this candidate is chosen
             full = clone(candidate).fit(P, y, sample_weight=sample_weight)
+        on_fold = None
+        if progress is not None:
+
+            def on_fold(done, name=name, i=i):
+                progress(f"{name} ({done}/{len(splits)} folds)", i, len(candidates))
+
         pred = nested_predictions(
-            candidate, P, y, splits, sample_weight, warm_start=full, n_jobs=n_jobs
+            candidate, P, y, splits, sample_weight, warm_start=full, n_jobs=n_jobs, on_fold=on_fold
         )
         results[name] = NestedScore(
             score=metric.score(codes, pred, sample_weight),
