@@ -335,7 +335,8 @@ class AutoCombiner(Combiner):
 
     def fit(self, P, y, sample_weight=None, progress=None):
         """Fit as :meth:`Combiner.fit`; ``progress(name, done, total)`` is called as each
-        candidate's nested cross-validation starts."""
+        candidate's nested cross-validation starts and as each of its outer folds finishes
+        (``name`` then carries the fold count)."""
         self._progress = progress
         try:
             return super().fit(P, y, sample_weight=sample_weight)
