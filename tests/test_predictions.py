@@ -166,3 +166,18 @@ def test_predictions_module_does_not_import_tables():
             imported.update(alias.name for alias in node.names)
     assert "ensemblex.tables" not in imported
     assert not hasattr(Predictions, "read") and not hasattr(Predictions, "from_frame")
+
+
+def test_take_keeps_every_field_without_a_second_check():
+    rng = np.random.default_rng(0)
+    values = rng.dirichlet(np.ones(3), size=(6, 2))
+    P = Predictions(values, ["a", "b"], "multiclass", classes=["x", "y", "z"], costs=[1.0, 2.0])
+    for rows in (np.array([4, 0, 2]), np.arange(6) % 2 == 0, slice(1, 3)):
+        sub = P.take(rows)
+        full = Predictions(values[rows], ["a", "b"], "multiclass", classes=["x", "y", "z"])
+        np.testing.assert_array_equal(sub.values, full.values)
+        assert sub.members == P.members and sub.task == P.task and sub.outputs == full.outputs
+        np.testing.assert_array_equal(sub.classes, P.classes)
+        np.testing.assert_array_equal(sub.costs, P.costs)
+    with pytest.raises(ValueError, match="no rows"):
+        P.take(np.array([], dtype=int))

@@ -288,8 +288,19 @@ class Predictions:
         return self._replace(values=self.values[:, idx], members=tuple(members), costs=costs)
 
     def take(self, rows) -> Predictions:
-        """A subset of rows (an index array or a boolean mask)."""
-        return self._replace(values=self.values[rows])
+        """A subset of rows (an index array or a boolean mask).
+
+        The rows of checked predictions need no second check: nested cross-validation takes
+        subsets thousands of times, and checking each cost more than fitting some combiners.
+        """
+        values = self.values[rows]
+        if values.ndim != 3 or len(values) == 0:
+            return self._replace(values=values)  # let the full check name the problem
+        subset = object.__new__(Predictions)
+        for name in ("members", "task", "classes", "costs", "outputs", "source"):
+            object.__setattr__(subset, name, getattr(self, name))
+        object.__setattr__(subset, "values", values)
+        return subset
 
     def _replace(self, **changes) -> Predictions:
         fields = dict(

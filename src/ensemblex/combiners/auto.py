@@ -359,6 +359,13 @@ class AutoCombiner(Combiner):
         return chosen
 
     def _fit(self, values, y, sample_weight):
+        # One thread for the whole search: its products are small and many, and on 2 cores
+        # threaded BLAS and OpenMP spent more time synchronising than computing (adult 18.0 s
+        # against 7.9 s, letter 11.0 s against 7.9 s); n_jobs parallelises over folds instead.
+        with threadpool_limits(1):  # BLAS and OpenMP (scikit-learn's losses)
+            self._search(values, y, sample_weight)
+
+    def _search(self, values, y, sample_weight):
         P = Predictions(values, self.members_, self.task_, classes=self.classes_)
         labels = self.classes_[y] if is_classification(self.task_) else y
         splits = outer_splits(y, self.task_, int(self.cv), self.random_state)
