@@ -42,8 +42,8 @@ def default_candidates(metric="auto", random_state=0, task=None) -> dict[str, Co
     Cheapest first, so that a time limit cuts the costly ones. For a multiclass ``task``
     the two stacking candidates are left out (they stay available by name): their
     multinomial meta-model has one column per member and class, and on the letter zoo (32
-    members, 26 classes) it took 8x the log-linear pool's time for the same test log-loss
-    (.0713 against .0716), on wine quality (7 classes) 50x for a worse one (.801 against .788).
+    members, 26 classes) it took 15x the log-linear pool's fit time for the same test log-loss
+    (.0713 against .0716), on wine quality (7 classes) 60x for a worse one (.801 against .788).
     """
     candidates = {
         BEST_SINGLE: BestSingle(metric=metric),
