@@ -166,3 +166,20 @@ def test_log_linear_pool_with_sample_weights_matches_repeated_rows(binary_zoo):
     )
     unweighted = Pooling().fit(P, y).predict(binary_zoo.test)
     assert np.abs(unweighted - repeated.predict(binary_zoo.test)).max() > 1e-2
+
+
+def test_a_warm_start_using_one_member_still_reaches_the_optimum_of_all(multiclass_zoo):
+    P, y = multiclass_zoo.oof, multiclass_zoo.y
+    codes = encode_labels(y, P.classes)
+    cold = Pooling().fit(P, y)
+    narrow = Pooling().fit(P, y)  # a start that uses the first member only
+    narrow.weights_ = np.eye(P.n_members)[0]
+    narrow.bias_ = np.zeros(P.n_outputs)
+    warm = Pooling().warm_start_from(narrow).fit(P, y)
+    assert (warm.weights_ > 0).sum() > 1  # the working set grew
+    loss, grad_w, _ = _objective_and_gradient(
+        P.values, codes, warm.weights_, warm.bias_, warm.alpha
+    )
+    assert np.all(grad_w[warm.weights_ == 0] > -2e-4)  # no member left out should enter
+    cold_loss = _objective_and_gradient(P.values, codes, cold.weights_, cold.bias_, cold.alpha)[0]
+    assert loss == pytest.approx(cold_loss, rel=1e-4)

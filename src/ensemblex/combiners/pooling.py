@@ -27,6 +27,9 @@ from ensemblex.tasks import is_classification
 # costs a bounded penalty; 1e-4 and 1e-3 gave the same test log-loss within 0.2% on the
 # letter and wine zoos, 1e-6 was worse on both (a few confident mistakes dominate).
 _FLOOR = 1e-4
+# A member held at weight 0 enters the working set when its loss gradient is below -this
+# (per row, scaled design): the stopping tolerance of the fits it is compared with.
+_ENTER_TOL = 1e-5
 
 
 def log_probabilities(values: np.ndarray, dtype=np.float64) -> np.ndarray:
@@ -118,42 +121,68 @@ class Pooling(Combiner):
         # the penalty is on the member weights as fitted, not on the scaled ones
         penalty = np.concatenate([1.0 / scale.astype(np.float64) ** 2, np.ones(n_bias)])
 
-        def fun(theta):
-            z = (design @ theta[:m].astype(np.float32)).reshape(n, k)
-            if n_bias:
-                z = z + theta[m:].astype(np.float32)
-            log_s = log_softmax(z, axis=1)
-            loss = -float(w @ log_s[np.arange(n), y]) + alpha * float(theta**2 @ penalty)
-            r = (np.exp(log_s) - target) * w32[:, None]
-            grad = np.empty_like(theta)
-            grad[:m] = design.T @ r.ravel()
-            grad[m:] = r.sum(axis=0)
-            return loss, grad + 2 * alpha * penalty * theta
+        def objective(columns):
+            """Loss and gradient with the member weights outside ``columns`` held at 0."""
+            sub = design if columns.all() else np.ascontiguousarray(design[:, columns])
+            pen = np.concatenate([penalty[:m][columns], penalty[m:]])
+            a = int(columns.sum())
 
-        start = np.concatenate([np.full(m, 1.0 / m), np.zeros(n_bias)])
+            def fun(theta):
+                z = (sub @ theta[:a].astype(np.float32)).reshape(n, k)
+                if n_bias:
+                    z = z + theta[a:].astype(np.float32)
+                log_s = log_softmax(z, axis=1)
+                loss = -float(w @ log_s[np.arange(n), y]) + alpha * float(theta**2 @ pen)
+                r = (np.exp(log_s) - target) * w32[:, None]
+                grad = np.empty_like(theta)
+                grad[:a] = sub.T @ r.ravel()
+                grad[a:] = r.sum(axis=0)
+                return loss, grad + 2 * alpha * pen * theta
+
+            return fun
+
+        theta = np.concatenate([np.full(m, 1.0 / m), np.zeros(n_bias)])
+        active = np.ones(m, dtype=bool)
         warm = getattr(self, "_warm_start", None)
-        if warm is not None and warm.shape == start.shape:
-            start = warm.copy()
-        start[:m] *= scale
-        bounds = [(0.0, None)] * m + [(None, None)] * n_bias
+        if warm is not None and warm.shape == theta.shape:
+            # Working set: start with the members the warm start uses, add any whose gradient
+            # says it should enter, until none does (the Karush-Kuhn-Tucker conditions hold
+            # for all members, so the optimum is the one a fit of all members reaches). An
+            # outer fold then costs a fit over the few members in use (8 of 32 on letter).
+            theta = warm.copy()
+            active = theta[:m] > 0 if np.any(theta[:m] > 0) else active
+        theta[:m] *= scale
         # One BLAS thread: a mat-vec reads memory, more threads only add synchronisation, and
         # on a busy 2-core machine they spun (churn: 0.45 s against 0.03 s with one thread).
         # ftol 1e-8 (relative change of the loss) instead of scipy's 2.2e-9 saves about a
         # tenth of the evaluations; on the letter, wine and churn zoos the loss reached was
         # within 1e-6 of the tighter tolerance's.
+        converged = True
         with threadpool_limits(1, user_api="blas"):
-            result = minimize(
-                fun,
-                start,
-                jac=True,
-                method="L-BFGS-B",
-                bounds=bounds,
-                options={"maxiter": 1000, "ftol": 1e-8},
-            )
-        weights = result.x[:m] / scale
+            for _ in range(m + 1):
+                x0 = np.concatenate([theta[:m][active], theta[m:]])
+                result = minimize(
+                    objective(active),
+                    x0,
+                    jac=True,
+                    method="L-BFGS-B",
+                    bounds=[(0.0, None)] * int(active.sum()) + [(None, None)] * n_bias,
+                    options={"maxiter": 1000, "ftol": 1e-8},
+                )
+                converged = converged and bool(result.success)
+                theta = np.concatenate([np.zeros(m), result.x[active.sum() :]])
+                theta[:m][active] = result.x[: active.sum()]
+                if active.all():
+                    break
+                _, grad = objective(np.ones(m, dtype=bool))(theta)
+                entering = ~active & (grad[:m] < -_ENTER_TOL)
+                if not entering.any():
+                    break
+                active |= entering
+        weights = theta[:m] / scale
         self.weights_ = np.where(weights > 1e-9, weights, 0.0)
-        self.bias_ = result.x[m:] if n_bias else np.zeros(k)
-        self.converged_ = bool(result.success)
+        self.bias_ = theta[m:] if n_bias else np.zeros(k)
+        self.converged_ = converged
 
     def _predict(self, values):
         if not is_classification(self.task_):
