@@ -88,3 +88,13 @@ def test_same_seed_same_numbers_another_seed_other_folds(regression_zoo):
     )
     got = a.meta_models_[0].predict(a._features(regression_zoo.test.values))
     np.testing.assert_allclose(got, reference, rtol=1e-10)
+
+
+def test_constant_members_and_target_fit_without_error():
+    from ensemblex.combiners.stacking import condition_number
+
+    assert condition_number(np.ones((5, 3))) == float("inf")
+    P = np.zeros((16, 2, 1))
+    stack = Stacking().fit(P, np.zeros(16))
+    np.testing.assert_allclose(stack.predict(P), 0.0)
+    assert stack.condition_number_before_ == float("inf")

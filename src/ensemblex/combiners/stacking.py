@@ -81,6 +81,8 @@ def interaction_features(signals: np.ndarray, top: list[int]) -> np.ndarray:
 def condition_number(X: np.ndarray) -> float:
     """Condition number of the column-standardised design ``X`` (n, p), via its Gram matrix."""
     std = X.std(axis=0)
+    if not np.any(std > 0):
+        return float("inf")  # every column constant: no direction is identified
     Z = (X[:, std > 0] - X[:, std > 0].mean(axis=0)) / std[std > 0]
     eig = np.linalg.eigvalsh(Z.T @ Z)
     return float(np.sqrt(eig[-1] / eig[0])) if eig[0] > 0 else float("inf")
