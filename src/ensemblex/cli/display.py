@@ -16,17 +16,23 @@ from ensemblex.cli.app import console
 from ensemblex.combiners.auto import NESTED_CV
 
 
+def _progress_bar(*extra_columns) -> Progress:
+    """The commands' progress bar: description, bar, done/total, elapsed, then ``extra_columns``."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        *extra_columns,
+        console=console,
+    )
+
+
 class CandidateProgress:
     """A rich progress bar over the combiner candidates of a nested cross-validation."""
 
     def __enter__(self):
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        )
+        self.bar = _progress_bar()
         self.bar.__enter__()
         self.job = self.bar.add_task(NESTED_CV, total=None)
         return self.progress
@@ -47,14 +53,7 @@ class FoldProgress:
     """A rich progress bar over (member, fold) pairs, with the task printed first."""
 
     def __enter__(self):
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
+        self.bar = _progress_bar(TimeRemainingColumn())
         self.bar.__enter__()
         self.job = self.bar.add_task("cross-fitting members x folds", total=None)
         return self.on_task, self.progress
