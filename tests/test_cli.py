@@ -212,3 +212,63 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path):
         assert message in text, (path, text)
         assert "Traceback" not in result.output
         assert not out.exists(), path
+
+
+# ---------------------------------------------------------------- terminal tables
+def _leaderboard_at(width: int, summary: dict) -> str:
+    from rich.console import Console
+
+    from ensemblex.cli import display
+
+    console = Console(width=width, record=True, markup=False, emoji=False)
+    original = display.console
+    display.console = console
+    try:
+        display.print_leaderboard(summary)
+    finally:
+        display.console = original
+    return console.export_text()
+
+
+def _regression_summary():
+    names = ["stack_regularized", "lightgbm_with_a_very_long_member_name", "random_forest"]
+    rows = [
+        {
+            "model": name,
+            "kind": "combiner (chosen)" if i == 0 else "member",
+            "cv_score": 27031.12345 + i,
+            "test_score": 0.000123456 if i == 2 else 123456789.5,
+            "fit_seconds": 12.3456,
+            "predict_seconds_per_row": None if i == 0 else 4.2e-5,
+        }
+        for i, name in enumerate(names)
+    ]
+    return {"metric": "rmse", "greater_is_better": False, "leaderboard": rows}
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_leaderboard_numbers_are_never_cut(width):
+    """At 80 columns every number is whole (names wrap instead), by significant digits."""
+    text = _leaderboard_at(width, _regression_summary())
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= width
+    for number in ("27031", "27032", "27033", "123456790", "0.00012346", "12.3", "42.0"):
+        assert number in text, number
+    assert "27031.12345" not in text  # 5 significant digits, not 5 decimals
+    # a long name is folded onto more lines of its column, whole
+    model_cells = "".join(
+        line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")
+    )
+    assert "lightgbm_with_a_very_long_member_name" in model_cells
+
+
+def test_format_number_reads_like_the_leaderboard():
+    from ensemblex.report.numbers import format_number
+
+    assert format_number(27031.12345) == "27031"
+    assert format_number(0.3324219) == "0.33242"
+    assert format_number(0.05123456) == "0.051235"
+    assert format_number(-1.5) == "-1.5000"
+    assert format_number(123456789.5) == "123456790"
+    assert format_number(1.234e-7) == "1.2340e-07"
+    assert format_number(float("nan")) == "nan" and format_number(None) == ""

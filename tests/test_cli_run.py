@@ -127,7 +127,7 @@ def test_predict_new_rows_and_check_their_schema(finished_run, churn_table, tmp_
     )
     assert result.exit_code == 0, result.output
     pred = pd.read_csv(tmp_path / "pred.csv")
-    assert list(pred.columns) == ["prediction", "0", "1"] and len(pred) == 50
+    assert list(pred.columns) == ["prediction", "proba_0", "proba_1"] and len(pred) == 50
     cases = {
         "missing": (new.drop(columns="Age"), "missing columns ['Age']"),
         "extra": (new.assign(Favourite="blue"), "unexpected columns ['Favourite']"),
@@ -149,6 +149,39 @@ def test_predict_new_rows_and_check_their_schema(finished_run, churn_table, tmp_
         assert message in " ".join(result.output.split()), (name, result.output)
         assert f"{name}.csv" in result.output
         assert not (tmp_path / f"{name}_pred.csv").exists()
+
+
+def test_predict_copies_an_id_column_first(finished_run, churn_table, tmp_path):
+    """--id: a column of the input first in the output, whether the model dropped it as
+    ID-like (CustomerId), uses it as a feature (Age), or never saw it (a new key)."""
+    out, _ = finished_run
+    new = churn_table.tail(30).drop(columns="Exited")
+    plain = tmp_path / "plain.csv"
+    result = runner.invoke(app, ["predict", str(out), _csv(new, tmp_path), "--out", str(plain)])
+    assert result.exit_code == 0, result.output
+    expected = pd.read_csv(plain)
+    keyed = new.assign(order_key=[f"k{i}" for i in range(len(new))])
+    for frame, column in ((new, "CustomerId"), (new, "Age"), (keyed, "order_key")):
+        path = tmp_path / f"{column}.csv"
+        args = ["predict", str(out), _csv(frame, tmp_path), "--id", column, "--out", str(path)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (column, result.output)
+        pred = pd.read_csv(path)
+        assert list(pred.columns) == [column, "prediction", "proba_0", "proba_1"]
+        assert pred[column].tolist() == frame[column].tolist()
+        pd.testing.assert_frame_equal(pred.drop(columns=column), expected)
+    bad = tmp_path / "bad.csv"
+    args = ["predict", str(out), _csv(new, tmp_path), "--id", "Nope", "--out", str(bad)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "unknown id column 'Nope'" in " ".join(result.output.split())
+    assert not bad.exists()
+
+
+def _csv(frame, folder) -> str:
+    path = folder / "rows.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
 
 
 def test_run_bad_input(churn_csv, tmp_path):
@@ -315,7 +348,10 @@ def test_text_members_run_and_predict_end_to_end(tmp_path):
     model = Ensemble.load(out / "model")
     X_rows = rows.drop(columns="label")
     np.testing.assert_allclose(
-        predicted[["ham", "spam"]].to_numpy(), model.predict_proba(X_rows), rtol=0, atol=1e-12
+        predicted[["proba_ham", "proba_spam"]].to_numpy(),
+        model.predict_proba(X_rows),
+        rtol=0,
+        atol=1e-12,
     )
     assert (predicted["prediction"] == rows["label"]).mean() > 0.8
 

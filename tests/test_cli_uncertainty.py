@@ -195,3 +195,30 @@ def test_cascade_target_risk_outside_0_1_is_refused(multiclass_zoo, tmp_path, ri
     assert result.exit_code == 0, result.output
     settings = json.loads(out.read_text())["settings"]
     assert settings["target_risk"] == 0.1 and settings["target"] == "coverage_at_risk"
+
+
+def test_evaluate_prints_tables_that_fit_80_columns(multiclass_zoo, tmp_path, monkeypatch):
+    """Every metric whole at 80 columns (split over tables when needed), 4 significant
+    digits, and the ensemble's summary as a table rather than raw dicts."""
+    from ensemblex.cli.app import console
+    from ensemblex.report.numbers import format_number
+
+    monkeypatch.setattr(console, "_width", 80)
+    test = _table(multiclass_zoo.test, multiclass_zoo.y_test, tmp_path / "test.csv")
+    rng = np.random.default_rng(0)
+    noise = rng.dirichlet(np.ones(10), size=(100, multiclass_zoo.test.n_members))
+    ood = to_frame(multiclass_zoo.test.take(np.arange(100))._replace(values=noise))
+    ood.to_csv(tmp_path / "ood.csv", index=False)
+    out = tmp_path / "metrics.json"
+    args = ["evaluate", str(test), "--target", "label", "--ood", str(tmp_path / "ood.csv")]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "…" not in text and "{" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    metrics = json.loads(out.read_text())
+    for scores in metrics["members"].values():
+        for value in scores.values():
+            assert format_number(value, 4) in text
+    assert "ood / entropy / auroc" in text
+    assert format_number(metrics["ensemble"]["ood"]["entropy"]["auroc"], 4) in text

@@ -49,6 +49,7 @@ def test_report_is_self_contained_with_every_plot(run_dir):
     page = (run_dir / "report.html").read_text()
     assert "http://" not in page and "https://" not in page  # works offline
     for heading in (
+        "Data",
         "Leaderboard",
         "Member correlation",
         "Member score vs diversity",
@@ -194,3 +195,100 @@ def test_report_with_out_of_distribution_rows(run_dir, churn_table, tmp_path):
     ood.drop(columns="Age").to_csv(tmp_path / "bad.csv", index=False)
     result = runner.invoke(app, ["report", str(run_dir), "--ood", str(tmp_path / "bad.csv")])
     assert result.exit_code == 2 and "missing columns ['Age']" in result.output
+
+
+def _rows(page: str, section: str) -> list[list[str]]:
+    """The cells of each row of the first table after ``<h2>section</h2>``."""
+    table = page.split(f"<h2>{section}</h2>", 1)[1].split("</table>", 1)[0]
+    return [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row) for row in table.split("<tr")[1:]]
+
+
+def test_report_has_a_data_section(run_dir):
+    import json
+
+    summary = json.loads((run_dir / "leaderboard.json").read_text())
+    page = (run_dir / "report.html").read_text()
+    facts = {row[0]: row[1] for row in _rows(page, "Data")}
+    assert facts["source table"].endswith("churn.csv")
+    assert facts["target"] == "Exited" and facts["task"] == "binary"
+    assert facts["rows"] == (
+        f"{summary['rows']['train']:,} train, {summary['rows']['test']:,} held-out test"
+    )
+    numeric, categorical = summary["columns"]["numeric"], summary["columns"]["categorical"]
+    assert facts[f"numeric columns ({len(numeric)})"] == ", ".join(numeric)
+    assert facts[f"categorical columns ({len(categorical)})"] == "Geography, Gender"
+    dropped = summary["dropped_columns"]
+    assert set(dropped) >= {"RowNumber", "CustomerId"}
+    assert facts[f"dropped ID-like columns ({len(dropped)})"] == ", ".join(dropped)
+
+
+def test_data_section_escapes_names_and_tolerates_missing_entries(run_dir, tmp_path):
+    import json
+
+    from ensemblex.report import build_report
+
+    copy = _with_payload(run_dir, tmp_path, ["data"])
+    summary = json.loads((copy / "leaderboard.json").read_text())
+    summary["columns"]["numeric"][0] = f"numeric{_PAYLOAD}"
+    summary["columns"]["categorical"] = [f"categorical{_PAYLOAD}"]
+    summary["dropped_columns"] = [f"dropped{_PAYLOAD}"]
+    (copy / "leaderboard.json").write_text(json.dumps(summary))
+    page = build_report(copy).read_text()
+    assert "<script" not in page.lower()
+    for field in ("data", "numeric", "categorical", "dropped"):
+        assert f"{field}&lt;script&gt;alert(1)&lt;/script&gt;" in page, field
+    # an older or edited leaderboard.json without these entries: left out, no error
+    for key in ("data", "rows", "columns", "dropped_columns"):
+        summary.pop(key)
+    (copy / "leaderboard.json").write_text(json.dumps(summary))
+    facts = {row[0]: row[1] for row in _rows(build_report(copy).read_text(), "Data")}
+    assert facts == {"target": "Exited", "task": "binary"}
+
+
+def test_leaderboard_shows_predict_time_and_scores_by_significant_digits(run_dir):
+    import json
+
+    from ensemblex.report.numbers import format_number
+
+    summary = json.loads((run_dir / "leaderboard.json").read_text())
+    rows = _rows((run_dir / "report.html").read_text(), "Leaderboard")
+    assert rows[0][-1] == "predict ms / 1k rows"
+    by_model = {row[0]: row for row in rows[1:]}
+    for r in summary["leaderboard"]:
+        cells = by_model[r["model"]]
+        assert cells[2] == format_number(r["cv_score"])
+        assert cells[3] == format_number(r["test_score"])
+        if r["kind"] == "member":
+            per_1k_ms = float(cells[5])
+            assert per_1k_ms == pytest.approx(r["predict_seconds_per_row"] * 1e6, rel=5e-3)
+        else:
+            assert cells[5] == ""
+
+
+def test_cascade_plot_shows_the_choice_where_it_lands_on_test_rows(run_dir, monkeypatch):
+    """The chosen threshold is drawn on the OOF front it was chosen on and at its test
+    position, which is what ``ensemblex cascade`` reports for the run's test rows."""
+    from ensemblex.cascade_choice import choose_cascade
+    from ensemblex.report import build_report, plots
+
+    seen = {}
+    draw = plots.cascade_front_plot
+
+    def spy(*args, **kwargs):
+        seen["args"], seen["kwargs"] = args, kwargs
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "cascade_front_plot", spy)
+    page = build_report(run_dir).read_text()
+    front, chosen = seen["args"]
+    kwargs = seen["kwargs"]
+    expected = choose_cascade(run_dir)
+    assert vars(chosen) == pytest.approx(expected["chosen"])
+    test = kwargs["test_chosen"]
+    assert test.threshold == chosen.threshold
+    assert test.accuracy == pytest.approx(expected["test"]["accuracy"], abs=1e-12)
+    assert test.relative_cost == pytest.approx(expected["test"]["relative_cost"], rel=1e-9)
+    assert kwargs["test_full_accuracy"] == pytest.approx(expected["test"]["full_accuracy"])
+    assert [p.threshold for p in kwargs["test_front"]] == [p.threshold for p in front]
+    assert "The threshold is chosen on the out-of-fold rows" in page
+    assert f"test accuracy {test.accuracy:.4f}" in page

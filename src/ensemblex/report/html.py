@@ -12,6 +12,7 @@ from ensemblex.combiners.layered import CombinerEnsemble
 from ensemblex.combiners.pooling import Pooling
 from ensemblex.files import write_text_atomic
 from ensemblex.report import plots
+from ensemblex.report.numbers import format_ms_per_1k_rows, format_number
 from ensemblex.runs import RunFolder
 from ensemblex.tasks import encode_labels
 
@@ -21,6 +22,7 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: right; }
 th:first-child, td:first-child, td:nth-child(2) { text-align: left; }
 tr.chosen { background: #e8f3e8; font-weight: 600; }
+table.facts th, table.facts td { text-align: left; vertical-align: top; }
 figure { margin: 1.5em 0; } figcaption { color: #555; font-size: 0.9em; }
 """
 
@@ -37,7 +39,7 @@ def build_report(run_dir: Path, ood_rows=None) -> Path:
     model = run.load_model()
     rows = summary["leaderboard"]
     member_scores = {r["model"]: r["cv_score"] for r in rows if r["kind"] == "member"}
-    sections = [_leaderboard_table(summary)]
+    sections = [_data_section(summary), _leaderboard_table(summary)]
     weights = mixture_weights(model.combiner_)
     chosen = getattr(model.combiner_, "combiner_", model.combiner_)
     if weights is not None:
@@ -126,13 +128,18 @@ def _ood_section(P_test, P_ood) -> str:
     }
     caption = (
         f"{P_ood.n_samples} out-of-distribution rows against {P_test.n_samples} test "
-        "rows; scores from the members' mean (mutual information: their disagreement)."
+        "rows; scores from the members' mean (mutual information: their disagreement). "
+        "max_probability is scored as 1 - the top class's probability, so higher means "
+        f"less confident; with {len(P_test.classes)} classes it lies between 0 and "
+        f"{1 - 1 / len(P_test.classes):.3g}."
     )
-    return _figure(plots.ood_histograms(scores), "Out-of-distribution scores", caption)
+    figure = plots.ood_histograms(scores, n_classes=len(P_test.classes))
+    return _figure(figure, "Out-of-distribution scores", caption)
 
 
 def _cascade_section(run, weights) -> str:
-    """Fit an early-exit cascade on the OOF rows with the members' measured predict costs."""
+    """Fit an early-exit cascade on the OOF rows with the members' measured predict costs,
+    and show where its thresholds land on the held-out test rows."""
     from ensemblex.cascade import Cascade
 
     try:
@@ -141,32 +148,141 @@ def _cascade_section(run, weights) -> str:
         )
     except ValueError as exc:
         return f"<p>No cascade: {html.escape(str(exc))}</p>"
+    test = run.test
+    # The OOF front's thresholds and the chosen one, each applied to the test rows: the
+    # plot then shows what the choice made on OOF rows gives on rows it never saw.
+    thresholds = [p.threshold for p in cascade.front_] + [cascade.chosen_.threshold]
+    on_test = operating_points(cascade, test.predictions, test.y, thresholds)
+    chosen_test = on_test[-1]
+    full_test = operating_points(cascade, test.predictions, test.y, [np.inf])[0]
+    target = cascade.full_accuracy_ - cascade.epsilon
+    figure = plots.cascade_front_plot(
+        cascade.front_,
+        cascade.chosen_,
+        test_front=on_test[:-1],
+        test_chosen=chosen_test,
+        target_accuracy=target,
+        test_full_accuracy=full_test.accuracy,
+    )
     caption = (
-        f"Members cheapest first: {', '.join(cascade.order_)}. The chosen threshold keeps "
-        "the full ensemble's OOF accuracy within 0.1 point."
+        f"Members cheapest first: {', '.join(cascade.order_)}. The threshold is chosen on the "
+        "out-of-fold rows: the cheapest from which every stricter threshold keeps the full "
+        f"ensemble's OOF accuracy within {cascade.epsilon * 100:.1f} point (at least "
+        f"{target:.4f}), so it may lie below the OOF front when a cheaper threshold passes "
+        "only by a dip. The same thresholds applied to the held-out test rows (dashed) show "
+        f"what to expect on new rows: the chosen one costs {chosen_test.relative_cost:.1%} "
+        f"of the full ensemble with test accuracy {chosen_test.accuracy:.4f} (full ensemble: "
+        f"{full_test.accuracy:.4f})."
     )
-    return _figure(
-        plots.cascade_front_plot(cascade.front_, cascade.chosen_), "Early-exit cascade", caption
-    )
+    return _figure(figure, "Early-exit cascade", caption)
+
+
+def operating_points(cascade, P, y, thresholds) -> list:
+    """The operating points of a fitted cascade at ``thresholds`` on other rows (``P``, ``y``):
+    cost relative to the full ensemble, and accuracy.
+
+    Parameters
+    ----------
+    cascade : ensemblex.cascade.Cascade
+        Fitted (on the OOF rows).
+    P : Predictions
+        The same members on the rows to evaluate, e.g. the held-out test rows.
+    y : array-like of shape (n_samples,)
+        Their labels.
+    thresholds : sequence of float
+        Exit thresholds (``inf``: every row runs the full ensemble).
+
+    Returns
+    -------
+    list of ensemblex.cascade.OperatingPoint
+        One per threshold, in the given order.
+    """
+    import copy
+
+    from ensemblex.cascade import OperatingPoint
+
+    codes = encode_labels(np.asarray(y), cascade.classes_)
+    full_cost = float(cascade.stage_costs_[-1])
+    points = []
+    for threshold in thresholds:
+        at = copy.copy(cascade)  # the fitted cascade, exiting at this threshold instead
+        at.threshold_ = float(threshold)
+        output = at.predict(P)
+        cost = float(output.cost.mean())
+        accuracy = float(np.mean(output.proba.argmax(axis=1) == codes))
+        points.append(OperatingPoint(float(threshold), cost, cost / full_cost, accuracy))
+    return points
 
 
 def _leaderboard_table(summary: dict) -> str:
-    head = "<tr><th>model</th><th>kind</th><th>CV score</th><th>test score</th><th>fit s</th></tr>"
+    head = "".join(
+        f"<th>{name}</th>"
+        for name in ("model", "kind", "CV score", "test score", "fit s", "predict ms / 1k rows")
+    )
     body = []
     for r in summary["leaderboard"]:
         cls = ' class="chosen"' if r["kind"] == "combiner (chosen)" else ""
-        fit = "" if r.get("fit_seconds") is None else f"{r['fit_seconds']:.2f}"
+        # the same significant digits as the terminal's leaderboard (cli/display.py)
+        numbers = (
+            format_number(r["cv_score"]),
+            format_number(r.get("test_score")),
+            format_number(r.get("fit_seconds"), 3),
+            format_ms_per_1k_rows(r.get("predict_seconds_per_row")),
+        )
         body.append(
             f"<tr{cls}><td>{html.escape(str(r['model']))}</td>"
             f"<td>{html.escape(str(r['kind']))}</td>"
-            f"<td>{r['cv_score']:.5f}</td><td>{r['test_score']:.5f}</td>"
-            f"<td>{fit}</td></tr>"
+            + "".join(f"<td>{html.escape(n)}</td>" for n in numbers)
+            + "</tr>"
         )
     note = (
         "Members: out-of-fold score. Combiners: nested cross-validated score (refit inside "
-        "each outer fold of the OOF rows). Test: the held-out split, never used to fit."
+        "each outer fold of the OOF rows). Test: the held-out split, never used to fit. "
+        "Predict time: each member's measured time (all its fold models) in milliseconds "
+        "per 1,000 rows."
     )
-    return f"<h2>Leaderboard</h2><p>{note}</p><table>{head}{''.join(body)}</table>"
+    return f"<h2>Leaderboard</h2><p>{note}</p><table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _data_section(summary: dict) -> str:
+    """What the run was trained on: the table, target, task, rows and columns.
+
+    Read leniently: these entries are not checked when the run folder is read (an older or
+    edited ``leaderboard.json`` may lack them), so a missing or odd entry is left out, not
+    an error. Every value is escaped: file and column names are the user's.
+    """
+    rows = []
+
+    def add(label: str, value: str) -> None:
+        rows.append(f"<tr><th>{html.escape(label)}</th><td>{value}</td></tr>")
+
+    def names(value) -> list[str] | None:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return value if ok else None
+
+    if summary.get("data") is not None:
+        add("source table", html.escape(str(summary["data"])))
+    add("target", html.escape(str(summary["target"])))
+    add("task", html.escape(str(summary["task"])))
+    counts = summary.get("rows")
+    if isinstance(counts, dict) and all(_is_count(counts.get(k)) for k in ("train", "test")):
+        add("rows", f"{counts['train']:,} train, {counts['test']:,} held-out test")
+    columns = summary.get("columns") if isinstance(summary.get("columns"), dict) else {}
+    for kind in ("numeric", "categorical"):
+        listed = names(columns.get(kind))
+        if listed is not None:
+            add(f"{kind} columns ({len(listed)})", html.escape(", ".join(listed)) or "none")
+    dropped = names(summary.get("dropped_columns"))
+    if dropped is not None:
+        add(
+            f"dropped ID-like columns ({len(dropped)})",
+            html.escape(", ".join(dropped)) or "none",
+        )
+    return f'<h2>Data</h2><table class="facts">{"".join(rows)}</table>'
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _figure(png_b64: str, title: str, caption: str) -> str:
