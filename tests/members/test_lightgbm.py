@@ -1,5 +1,6 @@
 """LightGBM members: native categoricals, the booster's text model, damaged files refused."""
 
+import gzip
 import json
 import subprocess
 import sys
@@ -43,16 +44,20 @@ def test_predicts_like_lightgbm_and_round_trips(task, churn_table, tmp_path):
     np.testing.assert_allclose(pred[:, 0, :], expected, rtol=0, atol=1e-12)
 
     folder = fitted.save(tmp_path / "gbm")
-    assert {p.name for p in folder.iterdir()} == {"member.json", "model.txt", "preprocessor.skops"}
+    assert {p.name for p in folder.iterdir()} == {
+        "member.json",
+        "model.txt.gz",
+        "preprocessor.skops",
+    }
     assert json.loads((folder / "member.json").read_text()) == {
         "family": "lightgbm",
         "name": "gbm",
         "task": task,
         "columns": ["gbm"],
-        "settings": {"encoding": "native"},
+        "settings": {"encoding": "native", "compression": "gzip"},
         "files": {p.name: sha256_file(p) for p in folder.iterdir() if p.name != "member.json"},
     }
-    text = (folder / "model.txt").read_text()
+    text = gzip.decompress((folder / "model.txt.gz").read_bytes()).decode()
     n_num = len(context.schema.numeric)
     categorical = ",".join(str(i) for i in range(n_num, len(context.schema.features)))
     assert f"[categorical_feature: {categorical}]" in text  # read natively, not as numbers
@@ -60,7 +65,7 @@ def test_predicts_like_lightgbm_and_round_trips(task, churn_table, tmp_path):
     loaded = load_member(folder)
     np.testing.assert_allclose(loaded.predict(X_test), pred, rtol=0, atol=1e-12)
     # the text file is LightGBM's own format: a booster read from it predicts the same
-    raw = lgb.Booster(model_file=str(folder / "model.txt")).predict(Z)
+    raw = lgb.Booster(model_str=text).predict(Z)
     np.testing.assert_allclose(raw.reshape(len(Z), -1)[:, -1], pred[:, 0, -1], rtol=0, atol=1e-12)
 
 
@@ -71,19 +76,55 @@ def saved(churn_table, tmp_path):
     return fitted.save(tmp_path / "gbm")
 
 
+def _write_text(saved, content: bytes) -> None:
+    """Replace the saved model's text (inside its gzip file) with ``content``."""
+    (saved / "model.txt.gz").write_bytes(gzip.compress(content))
+
+
 @pytest.mark.parametrize("content", [b"", b"hello world\n"])
 def test_a_model_file_of_another_kind_is_a_value_error_naming_it(saved, content, damage_guard):
-    (saved / "model.txt").write_bytes(content)
+    _write_text(saved, content)
     guard, rehash = damage_guard
     if guard == "parser":
         rehash(saved)
     expected = (
-        r"model.txt: not a readable LightGBM model"
+        r"model.txt.gz: not a readable LightGBM model"
         if guard == "parser"
-        else r"model.txt: damaged \(its SHA-256 differs"
+        else r"model.txt.gz: damaged \(its SHA-256 differs"
     )
     with pytest.raises(ValueError, match=expected):
         load_member(saved)
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip", "not_gzip"])
+def test_damaged_compressed_bytes_are_a_value_error_naming_the_file(saved, how, rehash):
+    file = saved / "model.txt.gz"
+    data = bytearray(file.read_bytes())
+    if how == "truncate":
+        data = data[: len(data) // 2]
+    elif how == "flip":
+        data[len(data) // 3 : len(data) // 3 + 40] = bytes(40)
+    else:
+        data = bytearray(b"tree\nversion=v4\n")
+    file.write_bytes(bytes(data))
+    rehash(saved)
+    with pytest.raises(ValueError, match=r"model.txt.gz: not a readable"):
+        load_member(saved)
+
+
+def test_a_model_saved_as_plain_text_still_loads(saved):
+    """Members saved before compression (``model.txt``, no ``compression`` setting) load."""
+    meta = json.loads((saved / "member.json").read_text())
+    text = gzip.decompress((saved / "model.txt.gz").read_bytes())
+    (saved / "model.txt.gz").unlink()
+    (saved / "model.txt").write_bytes(text)
+    del meta["settings"]["compression"]
+    meta["files"] = {
+        "model.txt": sha256_file(saved / "model.txt"),
+        **{k: v for k, v in meta["files"].items() if k != "model.txt.gz"},
+    }
+    (saved / "member.json").write_text(json.dumps(meta))
+    assert load_member(saved).predict is not None
 
 
 _LOAD = """
@@ -122,11 +163,10 @@ _DAMAGE = {
 
 @pytest.mark.parametrize("how", list(_DAMAGE))
 def test_a_damaged_model_txt_is_a_value_error_not_a_crash(saved, how, damage_guard):
-    file = saved / "model.txt"
-    data = file.read_bytes()
+    data = gzip.decompress((saved / "model.txt.gz").read_bytes())
     damaged = _DAMAGE[how](data)
     assert damaged != data
-    file.write_bytes(damaged)
+    _write_text(saved, damaged)
     guard, rehash = damage_guard
     if guard == "parser":
         rehash(saved)

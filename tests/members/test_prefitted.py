@@ -110,7 +110,7 @@ def test_a_prefitted_lightgbm_model_is_saved_as_lightgbm(tmp_path):
     )
     assert fitted.family == "lightgbm"
     folder = fitted.save(tmp_path / "gbm")
-    assert (folder / "model.txt").is_file()
+    assert (folder / "model.txt.gz").is_file()
     assert json.loads((folder / "member.json").read_text())["family"] == "lightgbm"
     loaded = load_member(folder)
     np.testing.assert_allclose(

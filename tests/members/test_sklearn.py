@@ -7,7 +7,12 @@ import pytest
 import skops.io as sio
 from member_cases import fold_context, tables
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from ensemblex.files import sha256_file
@@ -192,3 +197,32 @@ def test_untrusted_types_in_a_skops_file_are_refused(saved, rehash):
     refused = r"model.skops: refuses to load untrusted types \[.*Untrusted"
     with pytest.raises(ValueError, match=refused):
         load_member(saved)
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        RandomForestClassifier(40, min_samples_leaf=3, random_state=0),
+        ExtraTreesClassifier(30, random_state=0),
+        RandomForestRegressor(40, random_state=0),
+        ExtraTreesRegressor(30, min_samples_leaf=2, random_state=0),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_forests_predict_exactly_as_scikit_learn_without_joblib(estimator):
+    """The member sums the trees itself (no per-tree dispatch): the same numbers."""
+    from sklearn.datasets import load_diabetes, load_wine
+
+    from ensemblex.members.sklearn import _forest_predict
+
+    regression = "Regressor" in type(estimator).__name__
+    X, y = (load_diabetes if regression else load_wine)(return_X_y=True)
+    model = estimator.fit(X[:120], y[:120])
+    if regression:
+        np.testing.assert_array_equal(
+            _forest_predict(model, X, "regression")[:, 0, 0], model.predict(X)
+        )
+    else:
+        np.testing.assert_array_equal(
+            _forest_predict(model, X, "multiclass")[:, 0], model.predict_proba(X)
+        )

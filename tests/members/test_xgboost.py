@@ -1,6 +1,7 @@
 """XGBoost members: predictions equal XGBoost's own, its JSON model round-trips, damage is a
 one-line ValueError naming the file."""
 
+import gzip
 import json
 
 import numpy as np
@@ -40,20 +41,25 @@ def test_predicts_like_xgboost_and_round_trips(task, churn_table, tmp_path):
     np.testing.assert_allclose(pred[:, 0, :], expected, rtol=0, atol=1e-12)
 
     folder = fitted.save(tmp_path / "xgb")
-    assert {p.name for p in folder.iterdir()} == {"member.json", "model.json", "preprocessor.skops"}
+    assert {p.name for p in folder.iterdir()} == {
+        "member.json",
+        "model.json.gz",
+        "preprocessor.skops",
+    }
     assert json.loads((folder / "member.json").read_text()) == {
         "family": "xgboost",
         "name": "xgb",
         "task": task,
         "columns": ["xgb"],
-        "settings": {"encoding": "native"},
+        "settings": {"encoding": "native", "compression": "gzip"},
         "files": {p.name: sha256_file(p) for p in folder.iterdir() if p.name != "member.json"},
     }
-    json.loads((folder / "model.json").read_text())  # XGBoost's JSON format, no pickle
+    text = gzip.decompress((folder / "model.json.gz").read_bytes())
+    json.loads(text)  # XGBoost's JSON format, no pickle
     loaded = load_member(folder)
     assert loaded.task == task
     np.testing.assert_allclose(loaded.predict(X_test), pred, rtol=0, atol=1e-12)
-    booster = xgb.Booster(model_file=str(folder / "model.json"))
+    booster = xgb.Booster(model_file=bytearray(text))
     raw = booster.predict(xgb.DMatrix(Z))
     np.testing.assert_allclose(
         raw.reshape(len(Z), -1)[:, -1],
@@ -80,8 +86,8 @@ def saved(churn_table, tmp_path):
     ],
 )
 def test_a_damaged_model_is_a_one_line_value_error_naming_the_file(saved, how, damage_guard):
-    file = saved / "model.json"
-    data = bytearray(file.read_bytes())
+    file = saved / "model.json.gz"
+    data = bytearray(gzip.decompress(file.read_bytes()))
     if how == "truncate":
         data = data[: len(data) // 2]
     elif how == "empty":
@@ -91,12 +97,12 @@ def test_a_damaged_model_is_a_one_line_value_error_naming_the_file(saved, how, d
     else:
         start = len(data) // 3
         data[start : start + 40] = bytes(b ^ 0xFF for b in data[start : start + 40])
-    file.write_bytes(bytes(data))
+    file.write_bytes(gzip.compress(bytes(data)))
     guard, rehash = damage_guard
     if guard == "parser":
         rehash(saved)
     expected = (
-        r"model.json: not a readable XGBoost model"
+        r"model.json.gz: not a readable XGBoost model"
         if guard == "parser"
         else r"damaged \(its SHA-256 differs"
     )

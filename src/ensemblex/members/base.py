@@ -30,7 +30,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from ensemblex.files import sha256_file
-from ensemblex.members.skops_io import load_skops
+from ensemblex.members.skops_io import dump_skops, load_skops
 from ensemblex.preprocessing import ENCODINGS, Schema, categorical_indices, make_preprocessor
 
 MEMBER_FILE = "member.json"
@@ -278,10 +278,20 @@ class TabularMember(Member):
             raise ValueError(f"member {self.name!r} is not fitted")
         return self.predict_model(self.preprocessor_.transform(X))
 
-    def save_files(self, folder):
-        import skops.io as sio
+    def predict_shared(self, X, encoded: dict) -> np.ndarray:
+        """:meth:`predict`, reusing the encoded rows of an identical preprocessor from
+        ``encoded`` (one dict per input table): members refit on the same rows share their
+        encodings, and encoding one row costs more than most models' prediction (2-5 ms
+        against 0.02-0.7 ms on churn)."""
+        key = getattr(self, "preprocessor_key_", None)
+        if key is None:
+            return self.predict(X)
+        if key not in encoded:
+            encoded[key] = self.preprocessor_.transform(X)
+        return self.predict_model(encoded[key])
 
-        sio.dump(self.preprocessor_, folder / "preprocessor.skops")
+    def save_files(self, folder):
+        dump_skops(self.preprocessor_, folder / "preprocessor.skops")
         self.save_model(folder / f"model{self.suffix}")
         return {"encoding": self.encoding, **self.model_settings()}
 
@@ -294,6 +304,7 @@ class TabularMember(Member):
         member = cls(name, None, settings.get("encoding", "onehot"))
         member.task = task
         member.preprocessor_ = load_skops(folder / "preprocessor.skops")
+        member.preprocessor_key_ = preprocessor_key(member.preprocessor_)
         member.model_ = cls.load_model(folder / f"model{cls.suffix}", task, settings)
         return member
 
@@ -308,6 +319,15 @@ class TabularMember(Member):
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r}, {self.estimator!r}, {self.encoding!r})"
+
+
+def preprocessor_key(preprocessor) -> str:
+    """Equal for equal fitted preprocessors (joblib's hash of the object's content), so
+    that members refit on the same rows encode them once (:meth:`TabularMember.predict_shared`).
+    """
+    import joblib
+
+    return f"{type(preprocessor).__name__}:{joblib.hash(preprocessor)}"
 
 
 def as_probabilities(proba: np.ndarray) -> np.ndarray:

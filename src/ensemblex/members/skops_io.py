@@ -35,9 +35,43 @@ TRUSTED_SKOPS_TYPES = frozenset(
 )
 
 
+def skops_io():
+    """``skops.io``, imported without importing PyTorch.
+
+    Importing ``skops.io`` lists scikit-learn's estimators, walking every scikit-learn
+    package, including ``sklearn.externals.array_api_compat.torch``, which imports torch
+    when it is installed: 1.6 s of a 2 s import, for types skops never needs. While skops is
+    imported, ``import torch`` fails (the walk skips packages that fail to import) unless
+    torch is already loaded.
+    """
+    import sys
+
+    if "skops.io" in sys.modules or "torch" in sys.modules:
+        import skops.io
+
+        return skops.io
+    sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` fail
+    try:
+        import skops.io
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return skops.io
+
+
+def dump_skops(obj, path: Path) -> None:
+    """Write ``obj`` with skops, deflate-compressed: a forest's node arrays shrink about 6x
+    (a 150-tree random forest on 8,000 rows: 28 MB stored, 4.5 MB deflated) and load in
+    about the same time."""
+    import zipfile
+
+    sio = skops_io()
+    sio.dump(obj, path, compression=zipfile.ZIP_DEFLATED, compresslevel=6)
+
+
 def load_skops(path: Path):
     """Load a skops file, refusing any type outside skops' defaults and our allowlist."""
-    import skops.io as sio
+    sio = skops_io()
     from skops.io.exceptions import UntrustedTypesFoundException
 
     # one pass: skops audits the tree against the allowlist before constructing anything
@@ -49,3 +83,4 @@ def load_skops(path: Path):
         raise ValueError(f"{path}: refuses to load untrusted types {refused}") from None
     except Exception as exc:  # a damaged file fails inside skops, zipfile or numpy
         raise ValueError(f"{path}: not a readable skops file ({exc})") from None
+

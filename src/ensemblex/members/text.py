@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from ensemblex.members.base import FoldContext, Member, one_column
-from ensemblex.members.skops_io import load_skops
+from ensemblex.members.skops_io import dump_skops, load_skops
 
 
 class TfidfLogistic(Member):
@@ -71,9 +71,7 @@ class TfidfLogistic(Member):
         )
 
     def save_files(self, folder) -> dict:
-        import skops.io as sio
-
-        sio.dump(self.pipeline_, folder / "pipeline.skops")
+        dump_skops(self.pipeline_, folder / "pipeline.skops")
         return {
             "column": self.column,
             "analyzer": self.analyzer,
