@@ -71,12 +71,19 @@ def test_test_table_is_the_saved_models_predictions(run):
     folder = RunFolder(out)
     test = folder.test
     np.testing.assert_array_equal(test.y, y_test)
-    P = folder.load_model().member_predictions(X_test)
+    model = folder.load_model()
+    P = model.member_predictions(X_test)
     assert list(P.members) == list(test.predictions.members) == MEMBERS
-    np.testing.assert_allclose(test.predictions.values, P.values, rtol=0, atol=1e-12)
+    # the saved model holds the members its combiner uses; the table has every member
+    deployed = [c for m in model.fitted_members_ for c in m.columns]
+    assert set(deployed) == set(np.asarray(MEMBERS)[model.combiner_.used_members()])
+    for name in deployed:
+        np.testing.assert_allclose(
+            test.predictions.member(name), P.member(name), rtol=0, atol=1e-12
+        )
     board = {r["model"]: r for r in summary["leaderboard"]}
     for name in MEMBERS:
-        p = P.member(name)[:, 1]
+        p = test.predictions.member(name)[:, 1]
         assert board[name]["test_score"] == pytest.approx(log_loss(y_test, p), rel=1e-6)
 
 

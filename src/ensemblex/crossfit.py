@@ -17,15 +17,18 @@ from ensemblex.predictions import Predictions
 from ensemblex.preprocessing import Schema
 from ensemblex.store import RunStore
 
+FULL = "full"  # the fold name of a member refit on all training rows
+
 
 @dataclass(frozen=True)
 class FoldTask:
-    """One (member, fold) to fit: everything a worker process needs."""
+    """One (member, fold) to fit: everything a worker process needs. ``fold`` is
+    :data:`FULL` and ``valid`` None for a refit on all rows (no held-out predictions)."""
 
     member: Member
-    fold: int
+    fold: int | str
     train: np.ndarray
-    valid: np.ndarray
+    valid: np.ndarray | None
 
 
 def make_splits(y: np.ndarray, task: str, folds: int, random_state: int, classes=None) -> list:
@@ -77,7 +80,8 @@ def fit_fold(
             f"({type(exc).__name__}: {detail})"
         ) from exc
     fit_seconds = time.perf_counter() - start
-    X_valid = X.iloc[task_.valid]
+    # a refit on all rows has no held-out rows: its predict time is taken on training rows
+    X_valid = X.iloc[task_.valid] if task_.valid is not None else X.iloc[task_.train[:256]]
 
     def write(folder: Path) -> dict:
         # The held-out predictions come from the member as reloaded from disk, so that a
@@ -87,14 +91,15 @@ def fit_fold(
         start = time.perf_counter()
         reloaded.predict(X_valid.iloc[:256])
         per_row = (time.perf_counter() - start) / min(len(X_valid), 256)
-        np.save(folder / "oof.npy", reloaded.predict(X_valid), allow_pickle=False)
+        if task_.valid is not None:
+            np.save(folder / "oof.npy", reloaded.predict(X_valid), allow_pickle=False)
         return {
             "family": fitted.family,
             "seconds": {"fit": fit_seconds, "predict_per_row": per_row},
         }
 
     store.write_fold(member.name, task_.fold, write)
-    return f"{member.name}/fold{task_.fold}"
+    return f"{member.name}/{store.fold_dir(member.name, task_.fold).name}"
 
 
 def crossfit(
@@ -174,3 +179,57 @@ def crossfit(
         source="out-of-fold predictions",
     )
     return P, seconds
+
+
+def refit_full(
+    members: list[Member],
+    X: pd.DataFrame,
+    y: np.ndarray,
+    schema: Schema,
+    task: str,
+    store: RunStore,
+    *,
+    classes=None,
+    backend: str = "local",
+    n_jobs: int | None = None,
+    ray_address: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, float]:
+    """Refit every member once on all training rows (AutoGluon's ``refit_full``), in
+    parallel like the folds, into the store's :data:`FULL` folder of each member; a refit
+    already there (and intact) is kept. Returns each member's refit seconds.
+
+    The refit models are not themselves validated: their settings were, on the folds.
+    """
+    everything = np.arange(len(y))
+    pending = [
+        FoldTask(member, FULL, everything, None)
+        for member in members
+        if not store.is_done(member.name, FULL)
+    ]
+    context = FoldContext(task, schema, n_classes=0 if classes is None else len(classes))
+    done, total = len(members) - len(pending), len(members)
+    if progress is not None:
+        progress(f"{FULL_REFIT_LABEL}: resumed", done, total)
+    for label in run_tasks(
+        fit_fold,
+        pending,
+        X,
+        y,
+        context,
+        store,
+        backend=backend,
+        n_jobs=n_jobs,
+        ray_address=ray_address,
+    ):
+        done += 1
+        if progress is not None:
+            progress(f"{FULL_REFIT_LABEL}: {label}", done, total)
+    seconds = {}
+    for member in members:
+        _, meta = store.read_fold(member.name, FULL, only=())
+        seconds[member.name] = float(meta["seconds"]["fit"])
+    return seconds
+
+
+FULL_REFIT_LABEL = "refit on all rows"

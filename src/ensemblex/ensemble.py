@@ -30,9 +30,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from ensemblex.combiners import AutoCombiner, default_candidates
 from ensemblex.combiners.auto import NESTED_CV
 from ensemblex.combiners.persistence import combiner_state, load_combiner
-from ensemblex.crossfit import crossfit, make_splits
+from ensemblex.crossfit import FULL, crossfit, make_splits, refit_full
 from ensemblex.files import sha256_file, write_text_atomic
-from ensemblex.members.base import Member, load_member
+from ensemblex.members.base import MEMBER_FILE, Member, load_member
 from ensemblex.members.prefitted import PrefittedMember
 from ensemblex.members.zoo import resolve_members
 from ensemblex.metrics import get_metric
@@ -80,11 +80,15 @@ class CrossFittedMember:
         The member's columns of the predictions array.
     folds : list of Member
         The fitted member of every cross-fitting fold.
+    sources : list of Path, optional
+        The run store's folder of every fold, when the folds were loaded from one: saving
+        hard-links their files instead of writing copies.
     """
 
     name: str
     columns: list[str]
     folds: list[Member]
+    sources: list[Path] | None = None  # the store folders the folds were loaded from
 
     @property
     def family(self) -> str:
@@ -97,9 +101,16 @@ class CrossFittedMember:
             total = total + fold.predict(X)
         return total / len(self.folds)
 
-    def predict_folds(self, X: pd.DataFrame) -> list[np.ndarray]:
-        """Every fold member's predictions, ``(n_samples, n_columns, n_outputs)`` each."""
-        return [fold.predict(X) for fold in self.folds]
+    def predict_folds(self, X: pd.DataFrame, encoded: dict | None = None) -> list[np.ndarray]:
+        """Every fold member's predictions, ``(n_samples, n_columns, n_outputs)`` each;
+        members with identical preprocessors share their encoded rows through ``encoded``
+        (one dict per table ``X``)."""
+        if encoded is None:
+            return [fold.predict(X) for fold in self.folds]
+        return [
+            fold.predict_shared(X, encoded) if hasattr(fold, "predict_shared") else fold.predict(X)
+            for fold in self.folds
+        ]
 
 
 class Ensemble(BaseEstimator):
@@ -119,6 +130,7 @@ class Ensemble(BaseEstimator):
         n_jobs=None,
         ray_address=None,
         work_dir=None,
+        refit_full=False,
     ):
         self.members = members
         self.combiner = combiner
@@ -129,6 +141,7 @@ class Ensemble(BaseEstimator):
         self.n_jobs = n_jobs
         self.ray_address = ray_address
         self.work_dir = work_dir
+        self.refit_full = refit_full
 
     # ------------------------------------------------------------ fit
     def fit(self, X, y, progress=None):
@@ -219,12 +232,46 @@ class Ensemble(BaseEstimator):
         else:
             self.combiner_.fit(P, labels)
         self.combiner_seconds_ = time.perf_counter() - start
-        self.fitted_members_ = [
+        self.fold_members_ = [
             CrossFittedMember(
-                m.name, m.column_names(), [store.load_fold(m.name, k) for k in range(len(splits))]
+                m.name,
+                m.column_names(),
+                [store.load_fold(m.name, k) for k in range(len(splits))],
+                [store.fold_dir(m.name, k) for k in range(len(splits))],
             )
             for m in members
         ]
+        # what is deployed: only the members the combiner uses, as their fold models or,
+        # with refit_full, as one model refit on all rows
+        used = set(np.asarray(self.member_names_)[self.combiner_.used_members()])
+        deployed = [m for m in members if used.intersection(m.column_names())]
+        self.refit_seconds_ = None
+        if self.refit_full:
+            self.refit_seconds_ = refit_full(
+                deployed,
+                X,
+                codes,
+                self.schema_,
+                self.task_,
+                store,
+                classes=self.classes_,
+                backend=self.backend,
+                n_jobs=self.n_jobs,
+                ray_address=self.ray_address,
+                progress=progress,
+            )
+            self.fitted_members_ = [
+                CrossFittedMember(
+                    m.name,
+                    m.column_names(),
+                    [store.load_fold(m.name, FULL)],
+                    [store.fold_dir(m.name, FULL)],
+                )
+                for m in deployed
+            ]
+        else:
+            names = {m.name for m in deployed}
+            self.fitted_members_ = [m for m in self.fold_members_ if m.name in names]
         # without a work_dir the fold files live in a temporary folder until this estimator
         # is garbage-collected, refitted or the interpreter exits
         previous = getattr(self, "_remove_temporary_folds", None)
@@ -305,17 +352,46 @@ class Ensemble(BaseEstimator):
         )
 
     def member_fold_predictions(self, X) -> list[Predictions]:
-        """Every cross-fitting fold's member predictions on new rows, one array per fold.
+        """The deployed members' predictions on new rows, one array per fold model.
 
-        Fold ``k`` holds each member's fold-``k`` model.
+        Fold ``k`` holds each member's fold-``k`` model (one array with ``refit_full``: the
+        models refit on all rows). Members the combiner does not use are neither saved nor
+        run: their columns hold a constant (uniform probabilities, or 0) that the combined
+        output does not depend on.
         """
         self._check_fitted()
         X = self.schema_.check(_as_frame(X), source="X")
-        per_member = [m.predict_folds(X) for m in self.fitted_members_]
-        n_folds = len(per_member[0])
+        return self._fold_predictions(self.fitted_members_, X)
+
+    def crossfit_fold_predictions(self, X) -> list[Predictions]:
+        """Every member's fold models' predictions on new rows, one array per fold, including
+        members the deployed model leaves out: for scoring every member on held-out rows.
+        Only right after ``fit`` (a saved model keeps what it deploys)."""
+        self._check_fitted()
+        members = getattr(self, "fold_members_", None)
+        if members is None:
+            raise ValueError(
+                "a loaded ensemble keeps only the models it deploys; the fold models of every "
+                "member are available on the estimator that was fitted"
+            )
+        X = self.schema_.check(_as_frame(X), source="X")
+        return self._fold_predictions(members, X)
+
+    def _fold_predictions(self, members: list[CrossFittedMember], X) -> list[Predictions]:
+        encoded: dict = {}
+        per_member = {m.name: m.predict_folds(X, encoded) for m in members}
+        n_folds = len(members[0].folds)
+        n_outputs = 1 if self.classes_ is None else len(self.classes_)
+        filler = 0.0 if self.classes_ is None else 1.0 / n_outputs
+        values = np.full((n_folds, len(X), len(self.member_names_), n_outputs), filler)
+        position = {name: j for j, name in enumerate(self.member_names_)}
+        for m in members:
+            columns = [position[c] for c in m.columns]
+            for k, fold in enumerate(per_member[m.name]):
+                values[k][:, columns] = fold
         return [
             Predictions(
-                np.concatenate([folds[k] for folds in per_member], axis=1),
+                values[k],
                 self.member_names_,
                 self.task_,
                 classes=self.classes_,
@@ -331,12 +407,30 @@ class Ensemble(BaseEstimator):
 
     def prediction_frame(self, X) -> pd.DataFrame:
         """Predictions as a table: ``prediction`` (a value or the most probable class), then
-        one probability column per class for classification."""
+        for classification one probability column per class, ``proba_<class>``.
+
+        The prefix says what a column holds, and keeps a class named ``prediction`` from
+        clashing with that column.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Rows with the training columns.
+
+        Returns
+        -------
+        DataFrame
+            ``prediction`` and, for classification, ``proba_<class>`` per class in
+            ``classes_`` order.
+        """
+        return self.output_frame(self._predict_outputs(X))
+
+    def output_frame(self, outputs: np.ndarray) -> pd.DataFrame:
+        """The table of :meth:`prediction_frame` for combined outputs ``(n, n_outputs)``."""
         if self.classes_ is None:
-            return pd.DataFrame({"prediction": self._predict_outputs(X)[:, 0]})
-        proba = self._predict_outputs(X)
-        frame = pd.DataFrame(proba, columns=[str(c) for c in self.classes_])
-        frame.insert(0, "prediction", self.classes_[proba.argmax(axis=1)])
+            return pd.DataFrame({"prediction": outputs[:, 0]})
+        frame = pd.DataFrame(outputs, columns=[f"proba_{c}" for c in self.classes_])
+        frame.insert(0, "prediction", self.classes_[outputs.argmax(axis=1)])
         return frame
 
     def _check_fitted(self):
@@ -375,7 +469,9 @@ class Ensemble(BaseEstimator):
             folds = []
             for k, fold in enumerate(m.folds):
                 rel = f"members/{m.name}/fold{k}"
-                fold.save(folder / rel)
+                source = m.sources[k] if m.sources else None
+                if source is None or not _link_member(source, folder / rel):
+                    fold.save(folder / rel)
                 folds.append(rel)
             members.append(
                 {"name": m.name, "family": m.family, "columns": m.columns, "folds": folds}
@@ -401,6 +497,7 @@ class Ensemble(BaseEstimator):
             "classes": None if self.classes_ is None else [_plain(c) for c in self.classes_],
             "metric": self.metric_.name,
             "schema": self.schema_.to_dict(),
+            "member_columns": list(self.member_names_),
             "members": members,
             "combiner": state,
             "leaderboard": json.loads(self.leaderboard_.to_json(orient="records")),
@@ -461,8 +558,29 @@ class Ensemble(BaseEstimator):
                         f"{fold.column_names()} ({fold.task})"
                     )
             self.fitted_members_.append(CrossFittedMember(m["name"], list(m["columns"]), folds))
-        self.member_names_ = [c for m in self.fitted_members_ for c in m.columns]
+        saved = [c for m in self.fitted_members_ for c in m.columns]
+        # the combiner's columns; members it does not use are not saved (older models: all)
+        self.member_names_ = list(manifest.get("member_columns", saved))
+        if not all(isinstance(c, str) for c in self.member_names_) or (
+            len(set(self.member_names_)) != len(self.member_names_)
+            or not set(saved) <= set(self.member_names_)
+        ):
+            raise ValueError(
+                f"{path}: member_columns must list distinct names including every saved "
+                f"member's columns {saved}, however: {self.member_names_!r}"
+            )
+        n_folds = {len(m.folds) for m in self.fitted_members_}
+        if len(n_folds) != 1:
+            raise ValueError(
+                f"{path}: every saved member must have the same number of fold models (at least "
+                f"one member), however: {sorted(n_folds)}"
+            )
         self.combiner_ = load_combiner(manifest["combiner"], path / "combiner")
+        if list(self.combiner_.members_) != self.member_names_:
+            raise ValueError(
+                f"{path}: the combiner was fitted on members {list(self.combiner_.members_)}, "
+                f"however the model lists {self.member_names_}"
+            )
         self.leaderboard_ = pd.DataFrame(manifest["leaderboard"])
         return self
 
@@ -480,6 +598,33 @@ def _check_prefitted_classes(members, classes) -> None:
                 f"{np.asarray(fitted).tolist()}, however y has classes "
                 f"{np.asarray(classes).tolist()}"
             )
+
+
+def _link_member(source: Path, target: Path) -> bool:
+    """Hard-link a saved member's files (``member.json`` and the files it lists) from the run
+    store into ``target``, so a run folder holds its fold models once, not twice. False (and
+    nothing left behind) when a store file no longer matches its digest (a link shares the
+    file: one edited in place in a saved model changes the store's too) or links are
+    impossible (another file system): the caller then writes the member anew."""
+    try:
+        meta = json.loads((source / MEMBER_FILE).read_text())
+        # the store's record (done.json), written with the fold, not the member's own
+        # member.json, which an in-place edit through a link could have rewritten too
+        recorded = json.loads((source / "done.json").read_text())["sha256"]
+        names = [MEMBER_FILE, *(str(rel) for rel in meta["files"])]
+        target.mkdir(parents=True)
+        for rel in names:
+            file = _inside(source, rel)
+            if file.is_symlink() or not file.is_file():
+                raise ValueError(f"{file}: not a regular file")
+            if sha256_file(file) != recorded[rel]:
+                raise ValueError(f"{file}: changed since it was saved")
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.link(file, target / rel)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        shutil.rmtree(target, ignore_errors=True)
+        return False
+    return True
 
 
 def _swap_in(new: Path, path: Path) -> None:

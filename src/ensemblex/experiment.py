@@ -35,6 +35,8 @@ def run_experiment(
     ray_address: str | None = None,
     n_jobs: int | None = None,
     seed: int = 0,
+    refit_full: bool = False,
+    combiner="auto",
     source: str = "data",
     zoo_label: str | None = None,
     on_task: Callable[[str], None] | None = None,
@@ -55,6 +57,11 @@ def run_experiment(
         or ``members(task)`` returning them once the task is known.
     task : {"auto", "regression", "binary", "multiclass"}
         Checked against the target before anything is fitted (:func:`ensemblex.tasks.detect_task`).
+    refit_full : bool
+        Deploy each member the combiner uses as one model refit on all training rows
+        instead of its fold models; the test score of both is reported.
+    combiner : "auto", a combiner name, or a combiner
+        As :class:`ensemblex.ensemble.EnsembleClassifier` takes it.
     source : str
         Name of the table in messages and in the summary.
     on_task, progress : callable, optional
@@ -98,11 +105,14 @@ def run_experiment(
             n_jobs=n_jobs,
             ray_address=ray_address,
             work_dir=run.work_dir,
+            refit_full=refit_full,
+            combiner=combiner,
         )
         model.fit(X.reset_index(drop=True), y, progress=progress)
-        P_test_folds = model.member_fold_predictions(X_test)
+        P_test_folds = model.crossfit_fold_predictions(X_test)
         P_test = mean_of_folds(P_test_folds)
         board = test_leaderboard(model, P_test_folds, y_test)
+        deployed = deployed_summary(model, X_test, y_test)
         summary = {
             "data": str(source),
             "target": target,
@@ -122,6 +132,7 @@ def run_experiment(
             },
             "dropped_columns": model.schema_.dropped,
             "leaderboard": json.loads(board.to_json(orient="records")),
+            "deployed": deployed,
             "seconds": time.perf_counter() - start,
         }
         tables = {
@@ -134,6 +145,33 @@ def run_experiment(
 
         build_report(Path(out))
     return summary
+
+
+def deployed_summary(model: Ensemble, X_test, y_test) -> dict:
+    """What the saved model runs and how it scores on the test rows: the members the
+    combiner uses, as fold models or refit on all rows (``refit_full``), with its test
+    score and prediction time (the fold-model ensemble's score is in the leaderboard)."""
+    y = encode_labels(y_test, model.classes_) if model.classes_ is not None else y_test
+    start = time.perf_counter()
+    outputs = model._predict_outputs(X_test)
+    seconds = time.perf_counter() - start
+    deployed = {
+        "refit_full": bool(model.refit_full),
+        "members": [m.name for m in model.fitted_members_],
+        "left_out": [
+            m.name
+            for m in model.fold_members_
+            if m.name not in {d.name for d in model.fitted_members_}
+        ],
+        "models": sum(len(m.folds) for m in model.fitted_members_),
+        "test_score": model.metric_.score(y, outputs),
+        "predict_seconds_per_row": seconds / max(len(X_test), 1),
+    }
+    if model.classes_ is not None:
+        deployed["test_accuracy"] = float(np.mean(outputs.argmax(axis=1) == y))
+    if model.refit_seconds_ is not None:
+        deployed["refit_seconds"] = float(sum(model.refit_seconds_.values()))
+    return deployed
 
 
 def mean_of_folds(folds: list[Predictions]) -> Predictions:

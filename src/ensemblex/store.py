@@ -73,10 +73,13 @@ class RunStore:
         else:
             write_json_atomic(fingerprint, marker)
 
-    def fold_dir(self, member: str, fold: int) -> Path:
-        return self.root / "folds" / member / f"fold{fold}"
+    def fold_dir(self, member: str, fold: int | str) -> Path:
+        """``folds/<member>/fold<k>``, or ``folds/<member>/<name>`` for a named fold (the
+        refit on all rows)."""
+        name = f"fold{fold}" if isinstance(fold, int) else str(fold)
+        return self.root / "folds" / member / name
 
-    def is_done(self, member: str, fold: int) -> bool:
+    def is_done(self, member: str, fold: int | str) -> bool:
         """Whether the fold is finished and intact; a damaged fold is removed with a warning
         so that it is fitted again."""
         folder = self.fold_dir(member, fold)
@@ -90,7 +93,7 @@ class RunStore:
             shutil.rmtree(folder, ignore_errors=True)
             return False
 
-    def write_fold(self, member: str, fold: int, write: Callable[[Path], dict]) -> None:
+    def write_fold(self, member: str, fold: int | str, write: Callable[[Path], dict]) -> None:
         """Write a fold all or nothing: ``write(folder)`` fills a temporary folder and returns
         the fold's metadata; every file then gets its digest in ``done.json`` and the folder
         is renamed into place."""
@@ -115,27 +118,32 @@ class RunStore:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def read_fold(self, member: str, fold: int) -> tuple[np.ndarray, dict]:
-        """Held-out predictions and metadata of a finished fold (its files verified)."""
+    def read_fold(
+        self, member: str, fold: int | str, only: tuple[str, ...] = ("oof.npy",)
+    ) -> tuple[np.ndarray | None, dict]:
+        """Held-out predictions and metadata of a finished fold (the files in ``only``
+        verified); no predictions (None) when ``only`` leaves out ``oof.npy``."""
         folder = self.fold_dir(member, fold)
-        done = self._verified(member, fold, only=("oof.npy",))
+        done = self._verified(member, fold, only=only)
+        if "oof.npy" not in only:
+            return None, done
         return np.load(folder / "oof.npy", allow_pickle=False), done
 
-    def load_fold(self, member: str, fold: int):
+    def load_fold(self, member: str, fold: int | str):
         """The fitted member of a finished fold, its files verified before they are parsed."""
         from ensemblex.members.base import load_member
 
         self._verified(member, fold)
         return load_member(self.fold_dir(member, fold))
 
-    def _verified(self, member: str, fold: int, only: tuple[str, ...] | None = None) -> dict:
+    def _verified(self, member: str, fold: int | str, only: tuple[str, ...] | None = None) -> dict:
         folder = self.fold_dir(member, fold)
         try:
             done = json.loads((folder / "done.json").read_text())
             digests = dict(done["sha256"])
         except (OSError, ValueError, KeyError, TypeError):
             raise DamagedFold(f"{folder}: done.json is missing or unreadable") from None
-        for name in only or sorted(digests):
+        for name in sorted(digests) if only is None else only:
             file = folder / name
             if name not in digests or not file.is_file() or file.is_symlink():
                 raise DamagedFold(f"{folder}: {name} is missing or not listed in done.json")

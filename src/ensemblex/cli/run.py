@@ -40,6 +40,12 @@ def run(
     ray_address: str | None = typer.Option(None, "--ray-address"),
     jobs: int | None = typer.Option(None, "--jobs", min=1, help="Parallel fits (default: cores)."),
     seed: int = typer.Option(0, "--seed"),
+    refit_full: bool = typer.Option(
+        False,
+        "--refit-full",
+        help="Deploy each used member refit once on all training rows instead of its fold "
+        "models (smaller, faster; the refit models are not themselves validated).",
+    ),
     out: Path = typer.Option(Path("ensemblex-run"), "--out", help="Run folder."),
 ) -> None:
     """Cross-fit a zoo, choose a combiner by nested CV, and write the run folder.
@@ -81,6 +87,7 @@ def run(
                 ray_address=ray_address,
                 n_jobs=jobs,
                 seed=seed,
+                refit_full=refit_full,
                 source=str(data),
                 zoo_label=zoo.value + "".join(f" +{spec}" for spec in member),
                 on_task=on_task,
@@ -89,11 +96,35 @@ def run(
     except (ValueError, TypeError, OSError, ImportError) as exc:
         fail(str(exc))
     print_leaderboard(summary)
+    print_deployed(summary)
     console.print(
         f"wrote {out}/: model/, oof.parquet, test.parquet, test_folds.parquet, leaderboard.json, "
         "report.html "
         f"({summary['seconds']:.0f}s)"
     )
+
+
+def print_deployed(summary: dict) -> None:
+    """One line on what the saved model runs, and its test score beside the fold models'."""
+    deployed = summary.get("deployed")
+    if not deployed:
+        return
+    chosen = next((r for r in summary["leaderboard"] if r["kind"] == "combiner (chosen)"), None)
+    how = "refit on all rows" if deployed["refit_full"] else "fold models"
+    line = (
+        f"deployed: {len(deployed['members'])} members as {how} ({deployed['models']} models"
+        + (
+            f"; left out, unused by the combiner: {', '.join(deployed['left_out'])}"
+            if deployed["left_out"]
+            else ""
+        )
+        + f"), test {summary['metric']} {deployed['test_score']:.5g}"
+    )
+    if deployed["refit_full"] and chosen is not None and chosen.get("test_score") is not None:
+        line += f" (fold models: {chosen['test_score']:.5g})"
+    if "test_accuracy" in deployed:
+        line += f", accuracy {deployed['test_accuracy']:.4f}"
+    console.print(line)
 
 
 @app.command()

@@ -440,6 +440,9 @@ class AutoCombiner(Combiner):
     def _predict(self, values):
         return self.combiner_._predict(values)
 
+    def used_members(self) -> np.ndarray:
+        return self.combiner_.used_members()
+
     @property
     def weights_(self) -> np.ndarray:
         """Member weights of the chosen combiner, where it has them."""

@@ -116,6 +116,15 @@ class Combiner(BaseEstimator):
             )
         return self._predict(P.values)
 
+    def used_members(self) -> np.ndarray:
+        """Which members the combined output depends on: a boolean per member of
+        ``members_``. A member marked False can be left out of prediction (any finite
+        column in its place gives the same output), so a deployed model neither saves nor
+        runs it. All True unless the combiner knows better (zero weights, pruned members).
+        """
+        check_is_fitted(self, "members_", msg="%(name)s is not fitted yet; call fit first")
+        return np.ones(len(self.members_), dtype=bool)
+
     def warm_start_from(self, fitted: Combiner) -> Combiner:
         """Start the next ``fit`` from ``fitted``'s solution, where the combiner can (an
         iterative solver); by default a no-op. Returns self."""
@@ -276,6 +285,9 @@ class WeightedAverage(Combiner):
 
     def _predict(self, values):
         return weighted_average(values, self.weights_)
+
+    def used_members(self) -> np.ndarray:
+        return np.asarray(self.weights_) > 0
 
     def _set_fitted_state(self, fitted: dict) -> None:
         weights = np.asarray(fitted.get("weights_"), dtype=np.float64)

@@ -72,6 +72,13 @@ class CombinerEnsemble(Combiner):
             out += weight * combiner._predict(values)
         return out
 
+    def used_members(self) -> np.ndarray:
+        used = np.zeros(len(self.members_), dtype=bool)
+        for weight, combiner in zip(self.combiner_weights_, self.combiners_.values()):
+            if weight > 0:
+                used |= combiner.used_members()
+        return used
+
     def _set_fitted_state(self, fitted: dict) -> None:
         combiners = fitted.get("combiners_")
         weights = np.asarray(fitted.get("combiner_weights_"), dtype=np.float64)

@@ -192,6 +192,9 @@ class Pooling(Combiner):
         z = np.einsum("nmk,m->nk", logp, self.weights_.astype(np.float32)) + self.bias_
         return softmax(z.astype(np.float64), axis=1)
 
+    def used_members(self) -> np.ndarray:
+        return np.asarray(self.weights_) > 0
+
     def _set_fitted_state(self, fitted: dict) -> None:
         m = len(self.members_)
         weights = np.asarray(fitted.get("weights_"), dtype=np.float64)

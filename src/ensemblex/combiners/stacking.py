@@ -323,6 +323,12 @@ class Stacking(Combiner):
             out += weight * self._model_output(model, X)
         return out
 
+    def used_members(self) -> np.ndarray:
+        # the meta-model reads only the members kept by redundancy pruning
+        used = np.zeros(len(self.members_), dtype=bool)
+        used[list(self.kept_indices_)] = True
+        return used
+
     def _model_output(self, model, X):
         if not is_classification(self.task_):
             return model.predict(X)[:, None]
