@@ -1,0 +1,319 @@
+"""The FastAPI application of ``ensemblex serve``.
+
+Endpoints: ``POST /predict`` (JSON records or a CSV body), ``GET /health``, ``GET /metadata``
+and ``GET /metrics`` (Prometheus). A request is checked against the training schema before it
+joins a batch, so one bad request never fails the others; every refusal is a 4xx JSON body
+``{"error": ..., "field": ...}`` naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+from contextlib import asynccontextmanager
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ensemblex.serving.batching import MicroBatcher, QueueFull
+from ensemblex.serving.metrics import ServerMetrics
+from ensemblex.serving.runner import CascadeRunner, ModelRunner, fit_serving_cascade
+
+_NAMED_COLUMN = re.compile(r"column '([^']*)'")
+
+
+class RequestError(ValueError):
+    """A request refused with ``status`` (4xx) and a message naming the ``field``."""
+
+    def __init__(self, status: int, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.field = field
+
+
+def create_app(
+    source,
+    *,
+    max_batch: int = 64,
+    max_wait_ms: float = 2.0,
+    max_queue: int = 256,
+    max_body_bytes: int = 8 * 2**20,
+    cascade: bool = False,
+    id_column: str | None = None,
+    key: str | bytes | None = None,
+):
+    """A FastAPI application serving the saved ensemble of a run or model folder.
+
+    The model is loaded (digests checked; signature too with ``key`` or the
+    ``ENSEMBLEX_SIGNING_KEY`` environment variable) before the application exists: a model
+    that fails verification raises ValueError, so the server never starts on it.
+
+    Parameters
+    ----------
+    source : path
+        A run folder (``ensemblex run --out``) or a saved model folder.
+    max_batch, max_wait_ms : int, float
+        Micro-batching: most rows per model call, and how long a request waits for others.
+    max_queue : int
+        Most requests waiting; more are answered 503.
+    max_body_bytes : int
+        Larger request bodies are answered 413.
+    cascade : bool
+        Run the early-exit cascade chosen on the run's out-of-fold rows (classification
+        runs only).
+    id_column : str, optional
+        A column copied from each request into its response (also ``?id=COL`` per request).
+    key : str or bytes, optional
+        Signing key the model must be signed with.
+    """
+    from ensemblex.ensemble import MANIFEST, MANIFEST_DIGEST, Ensemble
+    from ensemblex.runs import model_dir
+
+    folder = model_dir(source)
+    model = Ensemble.load(folder, key=key)
+    digest = (folder / MANIFEST_DIGEST).read_text().split()[0]
+    manifest = json.loads((folder / MANIFEST).read_text())
+    runner = CascadeRunner(model, fit_serving_cascade(source, model)) if cascade else None
+    runner = runner or ModelRunner(model)
+    metrics = ServerMetrics()
+    batcher = MicroBatcher(
+        runner.predict,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        on_batch=metrics.on_batch,
+    )
+    runner.predict(_example_row(model))  # warm the members' first calls before serving
+    state = {"ready": False}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        state["ready"] = True
+        yield
+        state["ready"] = False  # graceful shutdown: answer what is queued, then stop
+        await batcher.stop()
+
+    app = FastAPI(title="ensemblex", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    def error(status: int, message: str, field: str | None, endpoint: str, kind: str):
+        metrics.errors.labels(kind=kind).inc()
+        metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+        return JSONResponse({"error": message, "field": field}, status_code=status)
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        start = time.perf_counter()
+        try:
+            body = await _read_body(request, max_body_bytes)
+            frame = _parse(body, request.headers.get("content-type", ""))
+            ids, frame = _split_id(frame, request.query_params.get("id") or id_column, model)
+            _check(frame, model)
+        except RequestError as exc:
+            return error(exc.status, str(exc), exc.field, "predict", "bad_request")
+        if not state["ready"]:
+            return error(503, "the server is shutting down", None, "predict", "shutting_down")
+        metrics.queue.set(batcher.depth)
+        try:
+            result = await batcher.submit(frame)
+        except QueueFull as exc:
+            return error(503, f"busy: {exc}; retry later", None, "predict", "queue_full")
+        except ValueError as exc:  # what the schema check lets through but a member refuses
+            return error(422, _one_line(exc), _field(exc), "predict", "model_refused")
+        except Exception as exc:  # a native library's error: named, the server stays up
+            message = f"the model failed on this request ({type(exc).__name__}: {_one_line(exc)})"
+            return error(500, message, None, "predict", "model_failed")
+        if ids is not None:
+            result.insert(0, ids.name, ids.to_numpy())
+        metrics.latency.observe(time.perf_counter() - start)
+        metrics.requests.labels(endpoint="predict", status="200").inc()
+        text = result.to_json(orient="records", double_precision=15)
+        return Response(f'{{"predictions": {text}}}', media_type="application/json")
+
+    @app.get("/health")
+    async def health():
+        status = 200 if state["ready"] else 503
+        metrics.requests.labels(endpoint="health", status=str(status)).inc()
+        body = {"status": "ok" if state["ready"] else "shutting down", "queue": batcher.depth}
+        return JSONResponse(body, status_code=status)
+
+    weights = _weights(model)
+    meta = {
+        "model": str(folder),
+        "sha256": digest,
+        "estimator": manifest.get("estimator"),
+        "task": model.task_,
+        "classes": None if model.classes_ is None else [_plain(c) for c in model.classes_],
+        "metric": model.metric_.name,
+        "schema": model.schema_.to_dict(),
+        "members": [m.name for m in model.fitted_members_],
+        "member_columns": list(model.member_names_),
+        "refit_full": bool(getattr(model, "refit_full", False)),
+        "combiner": manifest["combiner"].get("class"),
+        "chosen": getattr(model.combiner_, "method_", type(model.combiner_).__name__),
+        "weights": weights,
+        "versions": manifest.get("versions", {}),
+        "serving": {
+            "max_batch": max_batch,
+            "max_wait_ms": max_wait_ms,
+            "max_queue": max_queue,
+            "max_body_bytes": max_body_bytes,
+            "id_column": id_column,
+        },
+        "cascade": None
+        if not cascade
+        else {
+            "order": list(runner.cascade.order_),
+            "rule": runner.cascade.rule,
+            "threshold": float(runner.cascade.threshold_),
+        },
+    }
+
+    @app.get("/metadata")
+    async def metadata():
+        metrics.requests.labels(endpoint="metadata", status="200").inc()
+        return JSONResponse(_finite(meta))
+
+    @app.get("/metrics")
+    async def prometheus():
+        metrics.queue.set(batcher.depth)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.state.model = model
+    app.state.metrics = metrics
+    return app
+
+
+async def _read_body(request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"the body has {declared} bytes; the limit is {limit}")
+    parts, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"the body exceeds the limit of {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _parse(body: bytes, content_type: str) -> pd.DataFrame:
+    """Rows from a JSON body (a list of records, or ``{"records": [...]}``) or a CSV body."""
+    kind = content_type.split(";")[0].strip().lower()
+    if not body:
+        raise RequestError(400, "the body is empty; send JSON records or CSV rows")
+    if kind in ("text/csv", "application/csv"):
+        try:
+            frame = pd.read_csv(io.BytesIO(body))
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise RequestError(400, f"not a readable CSV body ({_one_line(exc)})") from None
+    elif kind in ("application/json", ""):
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestError(400, f"not valid JSON ({_one_line(exc)})") from None
+        if isinstance(data, dict):
+            data = data.get("records", data.get("dataframe_records"))
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise RequestError(
+                422,
+                'expected a JSON list of records ({"column": value, ...}) or {"records": [...]}',
+            )
+        for i, record in enumerate(data):
+            for name, value in record.items():
+                if isinstance(value, dict | list):
+                    raise RequestError(
+                        422,
+                        f"record {i}: column {name!r} holds a {type(value).__name__}; "
+                        "expected a number, a string or null",
+                        name,
+                    )
+        frame = pd.DataFrame.from_records(data)
+    else:
+        raise RequestError(415, f"content type {kind!r}; send application/json or text/csv")
+    if frame.empty:
+        raise RequestError(422, "no rows to predict")
+    return frame
+
+
+def _split_id(frame: pd.DataFrame, id_column: str | None, model) -> tuple:
+    if id_column is None:
+        return None, frame
+    if id_column not in frame.columns:
+        raise RequestError(422, f"id column {id_column!r} is not in the request", id_column)
+    ids = frame[id_column]
+    schema = model.schema_
+    if id_column in schema.features or id_column in schema.dropped:
+        return ids, frame  # the model reads or knowingly ignores it
+    return ids, frame.drop(columns=id_column)
+
+
+def _check(frame: pd.DataFrame, model) -> None:
+    """The training schema's check, as a 422 naming the field."""
+    schema = model.schema_
+    missing = [c for c in schema.features if c not in frame.columns]
+    if missing:
+        raise RequestError(
+            422, f"missing columns {missing}; the model was trained on them", missing[0]
+        )
+    try:
+        schema.check(frame, source="request")
+    except (ValueError, TypeError) as exc:
+        raise RequestError(422, _one_line(exc), _field(exc)) from None
+
+
+def _field(exc: Exception) -> str | None:
+    found = _NAMED_COLUMN.search(str(exc))
+    if found:
+        return found.group(1)
+    listed = re.search(r"columns \['([^']*)'", str(exc))
+    return listed.group(1) if listed else None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:500]
+
+
+def _example_row(model) -> pd.DataFrame:
+    """One made-up row of the training schema: a numeric column's training minimum, a
+    categorical column's first category."""
+    schema = model.schema_
+    row = {}
+    for col in schema.numeric:
+        low = (schema.ranges.get(col) or [0.0])[0]
+        row[col] = [float(low) if np.isfinite(low) else 0.0]
+    for col in schema.categorical:
+        row[col] = [(schema.categories.get(col) or ["(missing)"])[0]]
+    return pd.DataFrame(row)
+
+
+def _weights(model) -> dict | None:
+    from ensemblex.combiners.base import mixture_weights
+
+    weights = mixture_weights(model.combiner_)
+    if weights is None:
+        return None
+    return {name: float(w) for name, w in zip(model.member_names_, weights)}
+
+
+def _finite(value):
+    """JSON-able: NaN and infinities (a range, a threshold) become null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None
+    return _plain(value)
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+__all__ = ["RequestError", "create_app"]
