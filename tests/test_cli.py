@@ -272,3 +272,17 @@ def test_format_number_reads_like_the_leaderboard():
     assert format_number(123456789.5) == "123456790"
     assert format_number(1.234e-7) == "1.2340e-07"
     assert format_number(float("nan")) == "nan" and format_number(None) == ""
+
+
+def test_the_cli_starts_without_the_numerical_stack():
+    """`ensemblex --help` stays light: the commands import their libraries when they run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ensemblex.cli; "
+        "print(sorted(m for m in ('sklearn', 'pandas', 'scipy', 'lightgbm', 'matplotlib', "
+        "'fastapi', 'torch') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

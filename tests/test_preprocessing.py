@@ -109,3 +109,18 @@ def test_unusual_inputs_name_missing_columns_new_categories_and_far_values(table
     ]
     # the ranges and categories travel with the schema
     assert Schema.from_dict(schema.to_dict()) == schema
+
+
+def test_text_categories_mark_every_missing_cell_alike():
+    """A JSON null (None) and a CSV blank (NaN) are the same missing category."""
+    from ensemblex.preprocessing import TextCategories
+
+    out = TextCategories().fit_transform(np.array([[None], [np.nan], [pd.NA], ["a"], [1]], object))
+    assert [v if isinstance(v, str) else "missing" for v in out[:, 0]] == [
+        "missing",
+        "missing",
+        "missing",
+        "a",
+        "1",
+    ]
+    assert all(v != v for v in out[:3, 0])  # NaN, which the encoders read as missing

@@ -12,6 +12,7 @@ import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from ensemblex.executors import run_tasks
+from ensemblex.labels import REFIT_FULL
 from ensemblex.members.base import FoldContext, Member, load_member
 from ensemblex.predictions import Predictions
 from ensemblex.preprocessing import Schema
@@ -210,7 +211,7 @@ def refit_full(
     context = FoldContext(task, schema, n_classes=0 if classes is None else len(classes))
     done, total = len(members) - len(pending), len(members)
     if progress is not None:
-        progress(f"{FULL_REFIT_LABEL}: resumed", done, total)
+        progress(f"{REFIT_FULL}: resumed", done, total)
     for label in run_tasks(
         fit_fold,
         pending,
@@ -224,12 +225,10 @@ def refit_full(
     ):
         done += 1
         if progress is not None:
-            progress(f"{FULL_REFIT_LABEL}: {label}", done, total)
+            progress(f"{REFIT_FULL}: {label}", done, total)
     seconds = {}
     for member in members:
         _, meta = store.read_fold(member.name, FULL, only=())
         seconds[member.name] = float(meta["seconds"]["fit"])
     return seconds
 
-
-FULL_REFIT_LABEL = "refit on all rows"

@@ -28,10 +28,10 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from ensemblex.combiners import AutoCombiner, default_candidates
-from ensemblex.combiners.auto import NESTED_CV
 from ensemblex.combiners.persistence import combiner_state, load_combiner
 from ensemblex.crossfit import FULL, crossfit, make_splits, refit_full
 from ensemblex.files import sha256_file, write_text_atomic
+from ensemblex.labels import NESTED_CV
 from ensemblex.members.base import MEMBER_FILE, Member, load_member
 from ensemblex.members.prefitted import PrefittedMember
 from ensemblex.members.zoo import resolve_members

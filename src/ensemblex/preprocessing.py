@@ -293,11 +293,13 @@ def categorical_indices(schema: Schema) -> list[int]:
 
 
 class TextCategories(TransformerMixin, BaseEstimator):
-    """Cast categoricals to strings (missing stays missing) so that mixed types encode cleanly."""
+    """Cast categoricals to strings so that mixed types encode cleanly; every missing cell
+    (None, NaN, NA) becomes NaN, the one missing marker the encoders after it recognise (a
+    None was read as an unknown category, so a JSON null and a CSV blank encoded apart)."""
 
     def fit(self, X, y=None):
         return self
 
     def transform(self, X):
         frame = pd.DataFrame(X).astype(object)
-        return frame.where(frame.isna(), frame.astype(str)).to_numpy()
+        return frame.astype(str).where(frame.notna(), np.nan).to_numpy(dtype=object)

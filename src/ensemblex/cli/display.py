@@ -13,7 +13,7 @@ from rich.progress import (
 from rich.table import Table as RichTable
 
 from ensemblex.cli.app import console
-from ensemblex.combiners.auto import NESTED_CV
+from ensemblex.labels import NESTED_CV, REFIT_FULL
 from ensemblex.report.numbers import format_ms_per_1k_rows, format_number
 
 
@@ -63,7 +63,7 @@ class FoldProgress:
         console.print(f"task: {task} (--task overrides)")
 
     def progress(self, label: str, done: int, total: int) -> None:
-        if label.startswith(NESTED_CV):
+        if label.startswith((NESTED_CV, REFIT_FULL)):
             text = label
         elif label == "resumed":
             text = "cross-fitting (resumed)"

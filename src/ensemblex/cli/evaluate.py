@@ -10,10 +10,7 @@ from rich.table import Table as RichTable
 
 from ensemblex.cli.app import TaskChoice, app, console, fail
 from ensemblex.cli.display import number_column, text_column
-from ensemblex.files import write_json_atomic
-from ensemblex.metrics.summary import evaluate_predictions
 from ensemblex.report.numbers import format_number
-from ensemblex.tables import read_table
 
 
 @app.command()
@@ -33,6 +30,10 @@ def evaluate(
     Regression: one column per member, '<member>:mean' and '<member>:var' columns for
     members that predict a Gaussian, or '<member>:q<level>' columns for quantiles.
     """
+    from ensemblex.files import write_json_atomic
+    from ensemblex.metrics.summary import evaluate_predictions
+    from ensemblex.tables import read_table
+
     try:
         table = read_table(predictions, target=target, id_col=id_col, task=task.value)
         P, P_ood = table.predictions, None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -34,6 +35,11 @@ def serve(
 
     The model is verified before the server starts (signed models: ENSEMBLEX_SIGNING_KEY).
     """
+    # Members from several OpenMP libraries (LightGBM, XGBoost, scikit-learn) take turns on
+    # every request; idle OpenMP threads that spin-wait steal the next library's core (churn,
+    # one row through 11 members: 14.3 ms spinning, 8.2 ms passive). Read when the libraries
+    # load, which is below.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import uvicorn
 

@@ -30,7 +30,6 @@ from ensemblex.tasks import encode_labels, is_classification
 
 BEST_SINGLE = "best"
 ENSEMBLE = "ensemble"
-NESTED_CV = "nested CV"  # the progress label of the candidates' phase
 
 
 STACKING = ("stack", "stack_regularized")

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from ensemblex.compiled_encoding import CompiledEncoder
 from ensemblex.files import sha256_file
 from ensemblex.members.skops_io import dump_skops, load_skops
 from ensemblex.preprocessing import ENCODINGS, Schema, categorical_indices, make_preprocessor
@@ -276,7 +277,18 @@ class TabularMember(Member):
     def predict(self, X):
         if self.model_ is None:
             raise ValueError(f"member {self.name!r} is not fitted")
-        return self.predict_model(self.preprocessor_.transform(X))
+        return self.predict_model(self.encode(X))
+
+    def encode(self, X) -> np.ndarray:
+        """The rows as the model reads them: through the compiled form of the preprocessor
+        when it has one (:mod:`ensemblex.compiled_encoding`, the same numbers), else
+        scikit-learn's transform."""
+        compiled = getattr(self, "compiled_", None)
+        if compiled is not None:
+            encoded = compiled.transform(X)
+            if encoded is not None:
+                return encoded
+        return self.preprocessor_.transform(X)
 
     def predict_shared(self, X, encoded: dict) -> np.ndarray:
         """:meth:`predict`, reusing the encoded rows of an identical preprocessor from
@@ -287,7 +299,7 @@ class TabularMember(Member):
         if key is None:
             return self.predict(X)
         if key not in encoded:
-            encoded[key] = self.preprocessor_.transform(X)
+            encoded[key] = self.encode(X)
         return self.predict_model(encoded[key])
 
     def save_files(self, folder):
@@ -305,6 +317,7 @@ class TabularMember(Member):
         member.task = task
         member.preprocessor_ = load_skops(folder / "preprocessor.skops")
         member.preprocessor_key_ = preprocessor_key(member.preprocessor_)
+        member.compiled_ = CompiledEncoder.from_fitted(member.preprocessor_)
         member.model_ = cls.load_model(folder / f"model{cls.suffix}", task, settings)
         return member
 
