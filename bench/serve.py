@@ -11,11 +11,12 @@ The model: the bundled churn table's default ensemble, `ensemblex run --refit-fu
 - `mlflow models serve` of the same model saved as an ensemblex pyfunc (when mlflow is
   installed).
 
-A load generator (asyncio + httpx, in this process) sends single-row JSON requests (rows of
-the churn table) at concurrency 1, 16 and 64 for `--seconds` each (and at most 100,000
-requests), then 1,000 malformed requests to `ensemblex serve`. It prints p50/p99 latency,
-rows/s and errors, writes bench/results/serve.json and, with --readme, the README table
-between `<!-- serve:start -->` markers. Client and servers share this machine's cores.
+A load generator (keep-alive HTTP/1.1 connections on asyncio streams, in this process)
+sends single-row JSON requests (rows of the churn table) at concurrency 1, 16 and 64 for
+`--seconds` each (and at most 100,000 requests), then 1,000 malformed requests to
+`ensemblex serve`. It prints p50/p99 latency, rows/s and errors, writes
+bench/results/serve.json and, with --readme, the README table between
+`<!-- serve:start -->` markers. Client and servers share this machine's cores.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def naive_app(run_dir: str):
     from ensemblex.ensemble import Ensemble
     from ensemblex.runs import model_dir
 
+    # FastAPI resolves the endpoint's (string) annotation among this module's globals
+    globals()["Request"] = Request
     model = Ensemble.load(model_dir(run_dir))
     app = FastAPI()
 
@@ -99,6 +102,7 @@ class Server:
         import httpx
 
         env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}")
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `ensemblex serve` sets it: fair
         self.process = subprocess.Popen(
             self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
         )
@@ -188,36 +192,70 @@ def bodies(server: Server, records: list[dict]) -> list[bytes]:
     return [json.dumps([r]).encode() for r in records]
 
 
-async def load(server: Server, payloads: list[bytes], concurrency: int, seconds: float) -> dict:
-    import httpx
+class Connection:
+    """One keep-alive HTTP/1.1 connection on asyncio streams: the lightest client there is,
+    so that at concurrency 64 the load generator, which shares the cores with the server,
+    is not what is measured (httpx's pool slowed itself down there)."""
 
+    def __init__(self, port: int):
+        self.port = port
+        self.reader = self.writer = None
+
+    async def post(self, path: str, body: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        self.writer.write(head + body)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        length, close = 0, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "connection" and "close" in value.lower():
+                close = True
+        await self.reader.readexactly(length)
+        if close:
+            await self.close()
+        return int(status_line.split()[1])
+
+    async def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
+async def load(server: Server, payloads: list[bytes], concurrency: int, seconds: float) -> dict:
     latencies, errors, sent = [], 0, 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    headers = {"Content-Type": "application/json"}
     end = time.perf_counter() + seconds
 
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+    async def worker(k: int):
+        nonlocal errors, sent
+        connection = Connection(server.port)
+        i = k
+        while time.perf_counter() < end and sent < MAX_REQUESTS:
+            sent += 1
+            start = time.perf_counter()
+            try:
+                ok = await connection.post(server.path, payloads[i % len(payloads)]) == 200
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                ok = False
+                await connection.close()
+            latencies.append(time.perf_counter() - start)
+            errors += not ok
+            i += concurrency
+        await connection.close()
 
-        async def worker(k: int):
-            nonlocal errors, sent
-            i = k
-            while time.perf_counter() < end and sent < MAX_REQUESTS:
-                sent += 1
-                start = time.perf_counter()
-                try:
-                    reply = await client.post(
-                        server.url, content=payloads[i % len(payloads)], headers=headers
-                    )
-                    ok = reply.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                latencies.append(time.perf_counter() - start)
-                errors += not ok
-                i += concurrency
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    elapsed = time.perf_counter() - started
     ms = np.asarray(latencies) * 1000
     return {
         "concurrency": concurrency,

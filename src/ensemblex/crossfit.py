@@ -231,4 +231,3 @@ def refit_full(
         _, meta = store.read_fold(member.name, FULL, only=())
         seconds[member.name] = float(meta["seconds"]["fit"])
     return seconds
-

@@ -185,24 +185,52 @@ def test_a_model_that_fails_verification_is_refused(run, tmp_path):
 
 def test_a_full_queue_refuses_at_once():
     async def main():
-        gate = asyncio.Event()
+        release = asyncio.Event()
+        loop = asyncio.get_running_loop()
 
-        def slow(frame):
-            return frame, {}
+        def slow(parts):
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+            return parts, {}
 
-        batcher = MicroBatcher(slow, max_batch=1, max_wait_ms=0, max_queue=1)
+        batcher = MicroBatcher(slow, max_batch=1, max_queue=1)
         await batcher.start()
-        first = asyncio.create_task(batcher.submit(pd.DataFrame({"a": [1]})))
-        await asyncio.sleep(0)  # the worker takes it
-        waiting = [asyncio.create_task(batcher.submit(pd.DataFrame({"a": [i]}))) for i in range(3)]
+        first = asyncio.create_task(batcher.submit("a", 1))
+        await asyncio.sleep(0.05)  # the worker holds it, in the model
+        second = asyncio.create_task(batcher.submit("b", 1))  # waits in the queue
         await asyncio.sleep(0)
-        refused = [t for t in waiting if t.done() and isinstance(t.exception(), QueueFull)]
-        gate.set()
-        await first
+        with pytest.raises(QueueFull):
+            await batcher.submit("c", 1)
+        release.set()
+        answers = await asyncio.gather(first, second)
         await batcher.stop()
-        return refused
+        return answers
 
-    assert len(asyncio.run(main())) >= 1
+    assert asyncio.run(main()) == ["a", "b"]
+
+
+def test_requests_arriving_while_the_model_runs_form_the_next_batch():
+    async def main():
+        batches = []
+
+        def model(parts):
+            batches.append(list(parts))
+            import time
+
+            time.sleep(0.05)
+            return [p.upper() for p in parts], {}
+
+        batcher = MicroBatcher(model, max_batch=3)
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit("a", 1))
+        await asyncio.sleep(0.01)  # "a" runs alone; these queue behind it
+        rest = [asyncio.create_task(batcher.submit(x, 1)) for x in "bcde"]
+        answers = await asyncio.gather(first, *rest)
+        await batcher.stop()
+        return answers, batches
+
+    answers, batches = asyncio.run(main())
+    assert answers == ["A", "B", "C", "D", "E"]
+    assert batches == [["a"], ["b", "c", "d"], ["e"]]  # at most 3 rows per batch
 
 
 def test_the_cascade_runner_answers_as_the_offline_cascade(mean_run):

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from ensemblex.cli.app import TaskChoice, app, console, example_path, fail
 from ensemblex.cli.display import CandidateProgress
+from ensemblex.report.numbers import format_number
 
 
 class Method(str, Enum):
@@ -109,7 +110,7 @@ def _print_summary(summary: dict, out: Path) -> None:
     for name, score in summary["nested_cv_scores"].items():
         mark = (" <- chosen", "bold green") if name == summary["method"] else ""
         seconds = summary["nested_cv_seconds"][name]
-        table.add_row(Text.assemble(name, mark), f"{score:.5f}", f"{seconds:.2f}")
+        table.add_row(Text.assemble(name, mark), format_number(score), format_number(seconds, 3))
     console.print(table)
     console.print(f"best single member: {summary['best_single_member']}")
     weights = summary.get("weights")
@@ -123,8 +124,8 @@ def _print_summary(summary: dict, out: Path) -> None:
         console.print(f"dropped as redundant: {', '.join(summary['dropped_members'])}")
     if "test_score" in summary:
         console.print(
-            f"test {summary['metric']}: ensemble {summary['test_score']:.5f}, "
-            f"best single member {summary['best_single_test_score']:.5f}"
+            f"test {summary['metric']}: ensemble {format_number(summary['test_score'])}, "
+            f"best single member {format_number(summary['best_single_test_score'])}"
         )
     console.print(
         f"wrote {out / 'predictions.csv'} and {out / 'blend.json'} ({summary['fit_seconds']:.1f}s)"

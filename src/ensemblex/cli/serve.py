@@ -18,7 +18,11 @@ def serve(
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     max_batch: int = typer.Option(64, "--max-batch", min=1, help="Most rows per model call."),
     max_wait_ms: float = typer.Option(
-        2.0, "--max-wait-ms", min=0.0, help="How long a request waits to share a batch."
+        0.0,
+        "--max-wait-ms",
+        min=0.0,
+        help="How long a batch's first request waits for others (0: requests arriving while "
+        "the model runs form the next batch).",
     ),
     max_queue: int = typer.Option(
         256, "--max-queue", min=1, help="Most waiting requests; more get 503."

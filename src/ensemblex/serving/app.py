@@ -40,7 +40,7 @@ def create_app(
     source,
     *,
     max_batch: int = 64,
-    max_wait_ms: float = 2.0,
+    max_wait_ms: float = 0.0,
     max_queue: int = 256,
     max_body_bytes: int = 8 * 2**20,
     cascade: bool = False,
@@ -58,7 +58,8 @@ def create_app(
     source : path
         A run folder (``ensemblex run --out``) or a saved model folder.
     max_batch, max_wait_ms : int, float
-        Micro-batching: most rows per model call, and how long a request waits for others.
+        Micro-batching: most rows per model call, and how long the first request of a batch
+        waits for others (0: requests that arrive while the model runs form the next batch).
     max_queue : int
         Most requests waiting; more are answered 503.
     max_body_bytes : int
@@ -82,7 +83,7 @@ def create_app(
     runner = runner or ModelRunner(model)
     metrics = ServerMetrics()
     batcher = MicroBatcher(
-        runner.predict,
+        lambda parts: predict_parts(runner, parts),
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         max_queue=max_queue,
@@ -111,29 +112,30 @@ def create_app(
         start = time.perf_counter()
         try:
             body = await _read_body(request, max_body_bytes)
-            frame = _parse(body, request.headers.get("content-type", ""))
-            ids, frame = _split_id(frame, request.query_params.get("id") or id_column, model)
-            _check(frame, model)
+            part = _parse(body, request.headers.get("content-type", ""))
+            id_name = request.query_params.get("id") or id_column
+            ids, part = _split_id(part, id_name, model)
+            part = _checked(part, model)
         except RequestError as exc:
             return error(exc.status, str(exc), exc.field, "predict", "bad_request")
         if not state["ready"]:
             return error(503, "the server is shutting down", None, "predict", "shutting_down")
         metrics.queue.set(batcher.depth)
         try:
-            result = await batcher.submit(frame)
+            rows = await batcher.submit(part, len(part))
         except QueueFull as exc:
             return error(503, f"busy: {exc}; retry later", None, "predict", "queue_full")
-        except ValueError as exc:  # what the schema check lets through but a member refuses
+        except ValueError as exc:  # what the checks let through but a member refuses
             return error(422, _one_line(exc), _field(exc), "predict", "model_refused")
         except Exception as exc:  # a native library's error: named, the server stays up
             message = f"the model failed on this request ({type(exc).__name__}: {_one_line(exc)})"
             return error(500, message, None, "predict", "model_failed")
         if ids is not None:
-            result.insert(0, ids.name, ids.to_numpy())
+            rows = [{id_name: i, **row} for i, row in zip(ids, rows)]
         metrics.latency.observe(time.perf_counter() - start)
         metrics.requests.labels(endpoint="predict", status="200").inc()
-        text = result.to_json(orient="records", double_precision=15)
-        return Response(f'{{"predictions": {text}}}', media_type="application/json")
+        text = json.dumps({"predictions": rows}, default=_plain)
+        return Response(text, media_type="application/json")
 
     @app.get("/health")
     async def health():
@@ -202,8 +204,46 @@ async def _read_body(request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _parse(body: bytes, content_type: str) -> pd.DataFrame:
-    """Rows from a JSON body (a list of records, or ``{"records": [...]}``) or a CSV body."""
+# JSON requests up to this many records are checked record by record and batched as
+# records; larger ones go through a DataFrame and the schema's own check.
+_RECORDS_CHECKED_ONE_BY_ONE = 256
+
+
+def predict_parts(runner, parts: list) -> tuple[list, dict]:
+    """The model on the parts of one batch (lists of checked records, or checked frames):
+    one list of output records per part. A part the model refuses fails alone."""
+    if all(isinstance(p, list) for p in parts):
+        frame = pd.DataFrame.from_records([r for p in parts for r in p])
+    else:
+        frames = [pd.DataFrame.from_records(p) if isinstance(p, list) else p for p in parts]
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    try:
+        table, info = runner.predict(frame)
+    except ValueError:
+        if len(parts) == 1:
+            raise
+        results, stages = [], None
+        for part in parts:
+            try:
+                result, info = predict_parts(runner, [part])
+            except ValueError as exc:
+                results.append(exc)
+                continue
+            results.append(result[0])
+            if "exit_stages" in info:
+                stages = info["exit_stages"] if stages is None else stages + info["exit_stages"]
+        return results, ({} if stages is None else {"exit_stages": stages})
+    records = table.to_dict("records")
+    results, start = [], 0
+    for part in parts:
+        results.append(records[start : start + len(part)])
+        start += len(part)
+    return results, info
+
+
+def _parse(body: bytes, content_type: str):
+    """Rows from a JSON body (a list of records, or ``{"records": [...]}``) as a list of
+    dicts, or from a CSV body as a DataFrame."""
     kind = content_type.split(";")[0].strip().lower()
     if not body:
         raise RequestError(400, "the body is empty; send JSON records or CSV rows")
@@ -212,59 +252,104 @@ def _parse(body: bytes, content_type: str) -> pd.DataFrame:
             frame = pd.read_csv(io.BytesIO(body))
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise RequestError(400, f"not a readable CSV body ({_one_line(exc)})") from None
-    elif kind in ("application/json", ""):
+        if frame.empty:
+            raise RequestError(422, "no rows to predict")
+        return frame
+    if kind not in ("application/json", ""):
+        raise RequestError(415, f"content type {kind!r}; send application/json or text/csv")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"not valid JSON ({_one_line(exc)})") from None
+    if isinstance(data, dict):
+        data = data.get("records", data.get("dataframe_records"))
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise RequestError(
+            422, 'expected a JSON list of records ({"column": value, ...}) or {"records": [...]}'
+        )
+    if not data:
+        raise RequestError(422, "no rows to predict")
+    for i, record in enumerate(data):
+        for name, value in record.items():
+            if isinstance(value, dict | list):
+                raise RequestError(
+                    422,
+                    f"record {i}: column {name!r} holds a {type(value).__name__}; "
+                    "expected a number, a string or null",
+                    name,
+                )
+    return data
+
+
+def _split_id(part, id_column: str | None, model) -> tuple:
+    """The id values of a request, and its rows without the id column unless the model
+    reads or knowingly ignores that column."""
+    if id_column is None:
+        return None, part
+    schema = model.schema_
+    keep = id_column in schema.features or id_column in schema.dropped
+    if isinstance(part, pd.DataFrame):
+        if id_column not in part.columns:
+            raise RequestError(422, f"id column {id_column!r} is not in the request", id_column)
+        ids = part[id_column].tolist()
+        return ids, part if keep else part.drop(columns=id_column)
+    if any(id_column not in r for r in part):
+        raise RequestError(422, f"id column {id_column!r} is not in every record", id_column)
+    ids = [r[id_column] for r in part]
+    if keep:
+        return ids, part
+    return ids, [{k: v for k, v in r.items() if k != id_column} for r in part]
+
+
+def _checked(part, model):
+    """The request's rows checked against the training schema (a 422 naming the field):
+    small JSON requests record by record (they are batched as records), the rest as a
+    frame through the schema's own check."""
+    schema = model.schema_
+    if isinstance(part, list) and len(part) > _RECORDS_CHECKED_ONE_BY_ONE:
+        part = pd.DataFrame.from_records(part)
+    if isinstance(part, pd.DataFrame):
+        missing = [c for c in schema.features if c not in part.columns]
+        if missing:
+            raise RequestError(
+                422, f"missing columns {missing}; the model was trained on them", missing[0]
+            )
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError(400, f"not valid JSON ({_one_line(exc)})") from None
-        if isinstance(data, dict):
-            data = data.get("records", data.get("dataframe_records"))
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            return schema.check(part, source="request")
+        except (ValueError, TypeError) as exc:
+            raise RequestError(422, _one_line(exc), _field(exc)) from None
+    known = set(schema.features) | set(schema.dropped)
+    for i, record in enumerate(part):
+        missing = [c for c in schema.features if c not in record]
+        if missing:
             raise RequestError(
                 422,
-                'expected a JSON list of records ({"column": value, ...}) or {"records": [...]}',
+                f"record {i}: missing columns {missing}; the model was trained on them",
+                missing[0],
             )
-        for i, record in enumerate(data):
-            for name, value in record.items():
-                if isinstance(value, dict | list):
-                    raise RequestError(
-                        422,
-                        f"record {i}: column {name!r} holds a {type(value).__name__}; "
-                        "expected a number, a string or null",
-                        name,
-                    )
-        frame = pd.DataFrame.from_records(data)
-    else:
-        raise RequestError(415, f"content type {kind!r}; send application/json or text/csv")
-    if frame.empty:
-        raise RequestError(422, "no rows to predict")
-    return frame
-
-
-def _split_id(frame: pd.DataFrame, id_column: str | None, model) -> tuple:
-    if id_column is None:
-        return None, frame
-    if id_column not in frame.columns:
-        raise RequestError(422, f"id column {id_column!r} is not in the request", id_column)
-    ids = frame[id_column]
-    schema = model.schema_
-    if id_column in schema.features or id_column in schema.dropped:
-        return ids, frame  # the model reads or knowingly ignores it
-    return ids, frame.drop(columns=id_column)
-
-
-def _check(frame: pd.DataFrame, model) -> None:
-    """The training schema's check, as a 422 naming the field."""
-    schema = model.schema_
-    missing = [c for c in schema.features if c not in frame.columns]
-    if missing:
-        raise RequestError(
-            422, f"missing columns {missing}; the model was trained on them", missing[0]
-        )
-    try:
-        schema.check(frame, source="request")
-    except (ValueError, TypeError) as exc:
-        raise RequestError(422, _one_line(exc), _field(exc)) from None
+        extra = [c for c in record if c not in known]
+        if extra:
+            raise RequestError(
+                422,
+                f"record {i}: unexpected columns {extra}; the model knows {schema.features}",
+                extra[0],
+            )
+        for col in schema.numeric:
+            value = record[col]
+            if value is None or isinstance(value, int | float):
+                continue
+            if isinstance(value, str):
+                try:
+                    float(value)
+                    continue
+                except ValueError:
+                    pass
+            raise RequestError(
+                422,
+                f"record {i}: column {col!r} holds {value!r}; expected a number or null",
+                col,
+            )
+    return part
 
 
 def _field(exc: Exception) -> str | None:

@@ -1,20 +1,21 @@
 """Dynamic micro-batching: concurrent requests share one model call.
 
-Requests wait in a bounded queue; one worker takes the first, then whatever else arrives
-within ``max_wait_ms`` up to ``max_batch`` rows, runs the model once on all of them in a
-thread (so the event loop keeps accepting), and hands each request its rows back. A full
-queue refuses new requests at once (the server answers 503) instead of letting latency grow
-without bound.
+Requests wait in a bounded queue. One worker takes the first, optionally waits
+``max_wait_ms`` for others, then takes whatever is queued up to ``max_batch`` rows, and runs
+the model once on all of them in a thread, so the event loop keeps accepting. While the model
+runs, new requests queue up and form the next batch (continuous batching: with the default
+``max_wait_ms=0`` a lone request is never held back, and under load batches grow by
+themselves). A full queue refuses new requests at once (the server answers 503) instead of
+letting latency grow without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-import pandas as pd
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 
 class QueueFull(RuntimeError):
@@ -23,23 +24,24 @@ class QueueFull(RuntimeError):
 
 @dataclass
 class _Request:
-    frame: pd.DataFrame
+    part: Any
+    rows: int
     future: asyncio.Future
-    enqueued: float = field(default_factory=time.perf_counter)
 
 
 class MicroBatcher:
-    """Gathers frames into batches for ``predict(frame) -> (result_frame, info)``.
+    """Gathers requests' parts into batches for ``predict(parts) -> (results, info)``.
 
     Parameters
     ----------
     predict : callable
-        Runs on the concatenated rows of a batch, in a worker thread; returns a frame with
-        one row per input row (in order) and a dict passed to ``on_batch``.
+        Runs in a worker thread on the parts of one batch (in arrival order); returns one
+        result per part (an exception instance fails that part's request alone) and a dict
+        passed to ``on_batch``.
     max_batch : int
-        Most rows in one model call (a request larger than this runs alone).
+        Most rows in one model call (a larger request runs alone).
     max_wait_ms : float
-        How long the first request of a batch waits for others.
+        How long the first request of a batch waits for others (0: not at all).
     max_queue : int
         Most requests waiting; beyond it :meth:`submit` raises :class:`QueueFull`.
     on_batch : callable, optional
@@ -48,11 +50,11 @@ class MicroBatcher:
 
     def __init__(
         self,
-        predict: Callable[[pd.DataFrame], tuple[pd.DataFrame, dict]],
+        predict: Callable[[list], tuple[list, dict]],
         *,
         max_batch: int = 64,
-        max_wait_ms: float = 2.0,
-        max_queue: int = 1024,
+        max_wait_ms: float = 0.0,
+        max_queue: int = 256,
         on_batch: Callable[[int, dict], None] | None = None,
     ):
         self.predict = predict
@@ -62,13 +64,19 @@ class MicroBatcher:
         self.on_batch = on_batch
         self._queue: asyncio.Queue[_Request] | None = None
         self._worker: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._carry: _Request | None = None
+        self._busy = False
 
     @property
     def depth(self) -> int:
         """Requests waiting."""
-        return 0 if self._queue is None else self._queue.qsize()
+        return (0 if self._queue is None else self._queue.qsize()) + (self._carry is not None)
 
     async def start(self) -> None:
+        # one thread, always the same, runs the model: the members' libraries keep their
+        # per-thread state (OpenMP teams, caches) warm between batches
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ensemblex-model")
         self._queue = asyncio.Queue(maxsize=self.max_queue)
         self._worker = asyncio.create_task(self._run(), name="ensemblex-batcher")
 
@@ -76,7 +84,7 @@ class MicroBatcher:
         """Answer what is queued, then stop (graceful shutdown)."""
         if self._worker is None:
             return
-        while self._queue.qsize():
+        while self.depth or self._busy:
             await asyncio.sleep(0.005)
         self._worker.cancel()
         try:
@@ -84,12 +92,14 @@ class MicroBatcher:
         except asyncio.CancelledError:
             pass
         self._worker = None
+        self._executor.shutdown(wait=True)
 
-    async def submit(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The model's rows for ``frame``; raises :class:`QueueFull` when the queue is full."""
+    async def submit(self, part, rows: int):
+        """The result for ``part`` (``rows`` rows); raises :class:`QueueFull` when the queue
+        is full, or the exception the model raised for this part."""
         if self._queue is None:
             raise RuntimeError("the batcher is not started")
-        request = _Request(frame, asyncio.get_running_loop().create_future())
+        request = _Request(part, rows, asyncio.get_running_loop().create_future())
         try:
             self._queue.put_nowait(request)
         except asyncio.QueueFull:
@@ -97,39 +107,36 @@ class MicroBatcher:
         return await request.future
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
-            batch, rows = [first], len(first.frame)
-            deadline = loop.time() + self.max_wait
+            if self._carry is not None:
+                first, self._carry = self._carry, None
+            else:
+                first = await self._queue.get()
+            self._busy = True
+            if self.max_wait > 0:
+                await asyncio.sleep(self.max_wait)
+            batch, rows = [first], first.rows
+            # only get_nowait after the first: an item is never lost to a cancelled get
             while rows < self.max_batch:
-                timeout = deadline - loop.time()
                 try:
-                    nxt = (
-                        self._queue.get_nowait()
-                        if timeout <= 0
-                        else await asyncio.wait_for(self._queue.get(), timeout)
-                    )
-                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                    nxt = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
                     break
-                if rows + len(nxt.frame) > self.max_batch:
-                    # too big to join: it opens the next batch, which runs right after
-                    await self._run_batch(batch, rows)
-                    batch, rows = [nxt], len(nxt.frame)
-                    deadline = loop.time() + self.max_wait
-                    continue
+                if rows + nxt.rows > self.max_batch:
+                    self._carry = nxt  # opens the next batch
+                    break
                 batch.append(nxt)
-                rows += len(nxt.frame)
-            await self._run_batch(batch, rows)
+                rows += nxt.rows
+            try:
+                await self._run_batch(batch, rows)
+            finally:
+                self._busy = False
 
     async def _run_batch(self, batch: list[_Request], rows: int) -> None:
-        frame = (
-            pd.concat([r.frame for r in batch], ignore_index=True)
-            if len(batch) > 1
-            else (batch[0].frame.reset_index(drop=True))
-        )
         try:
-            result, info = await asyncio.to_thread(self.predict, frame)
+            loop = asyncio.get_running_loop()
+            parts = [r.part for r in batch]
+            results, info = await loop.run_in_executor(self._executor, self.predict, parts)
         except Exception as exc:  # every request of the batch gets the error
             for r in batch:
                 if not r.future.done():
@@ -137,9 +144,10 @@ class MicroBatcher:
             return
         if self.on_batch is not None:
             self.on_batch(rows, info)
-        start = 0
-        for r in batch:
-            part = result.iloc[start : start + len(r.frame)].reset_index(drop=True)
-            start += len(r.frame)
-            if not r.future.done():  # a client that went away leaves a cancelled future
-                r.future.set_result(part)
+        for r, result in zip(batch, results):
+            if r.future.done():  # a client that went away leaves a cancelled future
+                continue
+            if isinstance(result, BaseException):
+                r.future.set_exception(result)
+            else:
+                r.future.set_result(result)

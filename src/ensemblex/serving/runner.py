@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ensemblex.ensemble import Ensemble
+from ensemblex.predictions import Predictions
 
 
 class ModelRunner:
@@ -21,9 +22,10 @@ class ModelRunner:
 class CascadeRunner(ModelRunner):
     """Members run cheapest first, on the rows still undecided: a row leaves at the first
     stage whose running weighted mean is confident enough (the cascade's rule and threshold,
-    chosen on the run's out-of-fold rows); rows that never are get the full ensemble's
-    answer. ``info["exit_stages"]`` counts the rows leaving at each stage (the last: the full
-    ensemble).
+    chosen on the run's out-of-fold rows); rows that never are get the deployed ensemble's
+    answer, its combiner applied to the members' predictions (those already made are not
+    made again). ``info["exit_stages"]`` counts the rows leaving at each stage (the last:
+    the full ensemble).
 
     Parameters
     ----------
@@ -47,23 +49,37 @@ class CascadeRunner(ModelRunner):
         if missing:
             raise ValueError(f"the cascade runs members the model does not hold: {missing}")
         self.stages = [by_column[name] for name in cascade.order_]
+        self.rest = [m for m in model.fitted_members_ if m.columns[0] not in cascade.order_]
         self.n_stages = len(self.stages) + 1  # + the full ensemble
+        self.position = {name: j for j, name in enumerate(model.member_names_)}
 
     def predict(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         model, cascade = self.model, self.cascade
+        if not np.isfinite(cascade.threshold_):  # no threshold kept the accuracy
+            table, _ = super().predict(frame)
+            counts = np.zeros(self.n_stages, dtype=int)
+            counts[-1] = len(table)
+            return table, {"exit_stages": counts}
         X = model.schema_.check(frame, source="request")
         n, k = len(X), len(model.classes_)
+        n_folds = len(model.fitted_members_[0].folds)
+        # every fold model's predictions, filled as members run (constants where they do not)
+        folds = np.full((n_folds, n, len(model.member_names_), k), 1.0 / k)
         outputs = np.empty((n, k))
         exit_stage = np.full(n, self.n_stages - 1)
         running = np.zeros((n, k))
         weight = 0.0
         open_rows = np.arange(n)
-        # the last member's stage is the cascade's own full mean: rows still open there get
-        # the deployed ensemble (its chosen combiner), as without --cascade
-        for s, (member, w) in enumerate(zip(self.stages[:-1], cascade.run_weights_[:-1])):
+        for s, (member, w) in enumerate(zip(self.stages, cascade.run_weights_)):
             if not len(open_rows):
                 break
-            running[open_rows] += w * member.predict(X.iloc[open_rows])[:, 0, :]
+            made = member.predict_folds(X.iloc[open_rows])
+            column = self.position[member.columns[0]]
+            for j, values in enumerate(made):
+                folds[j][open_rows, column] = values[:, 0]
+            if s == len(self.stages) - 1:
+                break  # the last stage is the full ensemble's
+            running[open_rows] += w * (sum(made) / n_folds)[:, 0, :]
             weight += w
             current = running[open_rows] / weight
             margin = cascade._margin(current[:, None, :])[:, 0]
@@ -72,7 +88,18 @@ class CascadeRunner(ModelRunner):
             exit_stage[open_rows[leaving]] = s
             open_rows = open_rows[~leaving]
         if len(open_rows):
-            outputs[open_rows] = model._predict_outputs(X.iloc[open_rows])
+            rows = X.iloc[open_rows]
+            for member in self.rest:  # deployed members the cascade does not run
+                column = self.position[member.columns[0]]
+                for j, values in enumerate(member.predict_folds(rows)):
+                    folds[j][open_rows, column] = values[:, 0]
+            P = [
+                Predictions(
+                    folds[j][open_rows], model.member_names_, model.task_, classes=model.classes_
+                )
+                for j in range(n_folds)
+            ]
+            outputs[open_rows] = model.combiner_.predict_folds(P)
         counts = np.bincount(exit_stage, minlength=self.n_stages)
         return model.output_frame(outputs), {"exit_stages": counts}
 
