@@ -83,4 +83,3 @@ def load_skops(path: Path):
         raise ValueError(f"{path}: refuses to load untrusted types {refused}") from None
     except Exception as exc:  # a damaged file fails inside skops, zipfile or numpy
         raise ValueError(f"{path}: not a readable skops file ({exc})") from None
-

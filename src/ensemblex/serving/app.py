@@ -22,7 +22,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ensemblex.serving.batching import MicroBatcher, QueueFull
 from ensemblex.serving.metrics import ServerMetrics
-from ensemblex.serving.runner import CascadeRunner, ModelRunner, fit_serving_cascade
+from ensemblex.serving.runner import (
+    CascadeRunner,
+    ModelRunner,
+    compile_trees,
+    fit_serving_cascade,
+)
 
 _NAMED_COLUMN = re.compile(r"column '([^']*)'")
 
@@ -79,6 +84,7 @@ def create_app(
     model = Ensemble.load(folder, key=key)
     digest = (folder / MANIFEST_DIGEST).read_text().split()[0]
     manifest = json.loads((folder / MANIFEST).read_text())
+    compiled = compile_trees(model)
     runner = CascadeRunner(model, fit_serving_cascade(source, model)) if cascade else None
     runner = runner or ModelRunner(model)
     metrics = ServerMetrics()
@@ -156,6 +162,7 @@ def create_app(
         "members": [m.name for m in model.fitted_members_],
         "member_columns": list(model.member_names_),
         "refit_full": bool(getattr(model, "refit_full", False)),
+        "treelite_members": compiled,
         "combiner": manifest["combiner"].get("class"),
         "chosen": getattr(model.combiner_, "method_", type(model.combiner_).__name__),
         "weights": weights,

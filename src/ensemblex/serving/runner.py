@@ -125,3 +125,44 @@ def fit_serving_cascade(run_dir, model: Ensemble):
     costs = run.member_costs()
     costs = np.asarray(costs)[[list(run.oof.predictions.members).index(m) for m in P.members]]
     return Cascade(weights=weights, costs=costs).fit(P, run.oof.y)
+
+
+def probe_rows(model: Ensemble, n: int = 256, random_state: int = 0) -> pd.DataFrame:
+    """Made-up rows of the training schema: numbers drawn across each column's training
+    range (some missing), categories drawn from the training ones (some missing, some
+    unknown). For checking a faster form of a member against the member."""
+    rng = np.random.default_rng(random_state)
+    schema = model.schema_
+    frame = {}
+    for col in schema.numeric:
+        low, high = (schema.ranges.get(col) or [0.0, 1.0])[:2]
+        if not (np.isfinite(low) and np.isfinite(high)):
+            low, high = 0.0, 1.0
+        values = rng.uniform(low, high, n)
+        values[rng.random(n) < 0.05] = np.nan
+        frame[col] = values
+    for col in schema.categorical:
+        known = list(schema.categories.get(col) or []) or ["a"]
+        cells = [known[i] for i in rng.integers(0, len(known), n)]
+        for i in np.flatnonzero(rng.random(n) < 0.05):
+            cells[i] = None
+        cells[-1] = "(never seen in training)"
+        frame[col] = pd.Series(cells, dtype=object)
+    return schema.check(pd.DataFrame(frame), source="probe rows")
+
+
+def compile_trees(model: Ensemble) -> list[str]:
+    """Give the model's tree members their Treelite twins where those predict the probe
+    rows as the members do (:mod:`ensemblex.members.compiled_trees`); returns the members
+    switched."""
+    from ensemblex.members.compiled_trees import compile_member
+
+    probe = probe_rows(model)
+    switched = []
+    for member in model.fitted_members_:
+        if all([compile_member(fold, probe) for fold in member.folds]):
+            switched.append(member.name)
+        else:  # all folds of a member or none
+            for fold in member.folds:
+                fold.__dict__.pop("trees_", None)
+    return switched

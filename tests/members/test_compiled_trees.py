@@ -1,0 +1,47 @@
+"""Treelite twins of tree members predict what the members predict."""
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+import xgboost as xgb
+from member_cases import fold_context, tables
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestRegressor
+from sklearn.linear_model import LogisticRegression
+
+from ensemblex.members import member
+
+treelite = pytest.importorskip("treelite")
+from ensemblex.members.compiled_trees import TOLERANCE, compile_member  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("task", "estimator"),
+    [
+        ("binary", lgb.LGBMClassifier(n_estimators=30, num_leaves=7, verbose=-1)),
+        ("multiclass", lgb.LGBMClassifier(n_estimators=20, num_leaves=7, verbose=-1)),
+        ("regression", lgb.LGBMRegressor(n_estimators=30, num_leaves=7, verbose=-1)),
+        ("binary", xgb.XGBClassifier(n_estimators=30, max_depth=3)),
+        ("multiclass", xgb.XGBClassifier(n_estimators=20, max_depth=3)),
+        ("binary", ExtraTreesClassifier(25, min_samples_leaf=2, random_state=0)),
+        ("regression", RandomForestRegressor(25, random_state=0)),
+    ],
+    ids=lambda v: v if isinstance(v, str) else type(v).__name__,
+)
+def test_twins_predict_as_the_members(task, estimator, churn_table):
+    X, y, X_test = tables(task, churn_table)
+    fitted = member("trees", estimator).fit(X, y, fold_context(task, X, y))
+    expected = fitted.predict(X_test)
+    assert compile_member(fitted, X_test.head(50))
+    assert fitted.trees_ is not None
+    got = fitted.predict(X_test)  # through Treelite now
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE[fitted.family] + 1e-12)
+    np.testing.assert_allclose(fitted.predict(X_test.head(1)), expected[:1], atol=1e-6)
+
+
+def test_other_members_are_left_alone(churn_table):
+    X, y, X_test = tables("binary", churn_table)
+    fitted = member("linear", LogisticRegression(max_iter=500)).fit(
+        X, y, fold_context("binary", X, y)
+    )
+    assert not compile_member(fitted, X_test.head(20))
+    assert getattr(fitted, "trees_", None) is None
