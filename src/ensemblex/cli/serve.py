@@ -34,6 +34,9 @@ def serve(
     id_column: str | None = typer.Option(
         None, "--id", help="A request column copied into the response."
     ),
+    treelite: bool = typer.Option(
+        True, "--treelite/--no-treelite", help="Tree members through Treelite's runtime."
+    ),
 ) -> None:
     """Serve a saved ensemble: POST /predict, GET /health, /metadata and /metrics.
 
@@ -59,6 +62,7 @@ def serve(
             max_body_bytes=int(max_body_mb * 2**20),
             cascade=cascade,
             id_column=id_column,
+            treelite=treelite,
         )
     except (ValueError, TypeError, OSError) as exc:
         fail(f"{run_dir}: {exc}" if str(run_dir) not in str(exc) else str(exc))

@@ -280,9 +280,12 @@ class TabularMember(Member):
         return self._predict_encoded(self.encode(X))
 
     def _predict_encoded(self, Z) -> np.ndarray:
-        # a Treelite twin, where serving gave the member one (members/compiled_trees.py)
+        # a Treelite twin, where serving gave the member one, for the few rows it answers
+        # faster than the member's library (members/compiled_trees.py)
         trees = getattr(self, "trees_", None)
-        return trees.predict(Z) if trees is not None else self.predict_model(Z)
+        if trees is not None and len(Z) <= trees.max_rows:
+            return trees.predict(Z)
+        return self.predict_model(Z)
 
     def encode(self, X) -> np.ndarray:
         """The rows as the model reads them: through the compiled form of the preprocessor

@@ -5,8 +5,8 @@ input validation, a thread team): one churn row through a 150-tree random forest
 0.7 ms, through XGBoost 1.3 ms; Treelite's General Tree Inference Library answers in
 0.06-0.09 ms. A member is switched only after its Treelite model gave the member's own
 predictions on probe rows: exactly for scikit-learn forests, within 1e-6 for LightGBM and
-XGBoost (a multiclass softmax, XGBoost's float32 sums: differences of 1e-8 to 3e-7). Used by ``ensemblex serve`` (the ``serve`` extra installs
-Treelite); without Treelite nothing changes.
+XGBoost (a multiclass softmax, XGBoost's float32 sums: differences of 1e-8 to 3e-7). Used
+by ``ensemblex serve`` (the ``serve`` extra installs Treelite); without it nothing changes.
 """
 
 from __future__ import annotations
@@ -21,25 +21,28 @@ log = logging.getLogger(__name__)
 
 # Largest difference from the member's own predictions accepted on the probe rows.
 TOLERANCE = {"sklearn": 0.0, "lightgbm": 1e-6, "xgboost": 1e-6}
-# Rows from which prediction uses every core (below, one thread: no team to wake).
-_PARALLEL_ROWS = 4096
+# The most rows a twin predicts: GTIL (a reference runtime) wins on a few rows and loses on
+# many (churn, ms for 1 / 8 / 64 rows, the member's library against GTIL: random forest
+# 0.72/1.34/4.81 against 0.11/0.76/9.20; XGBoost 0.97/0.88/1.59 against 0.16/0.24/1.50;
+# LightGBM 0.19/0.30/1.37 against 0.11/0.46/3.57). Larger batches go to the library.
+MAX_ROWS = {"sklearn": 8, "lightgbm": 1, "xgboost": 32}
 
 
 class TreeliteModel:
     """A member's trees as a Treelite model: ``predict(Z)`` on encoded rows gives what the
     member's ``predict_model`` gives."""
 
-    def __init__(self, model, task: str, float32: bool):
+    def __init__(self, model, task: str, float32: bool, max_rows: int):
         self.model = model
         self.task = task
         self.float32 = float32
+        self.max_rows = max_rows
 
     def predict(self, Z) -> np.ndarray:
         import treelite
 
         Z = np.ascontiguousarray(Z, dtype=np.float32 if self.float32 else np.float64)
-        threads = 1 if len(Z) < _PARALLEL_ROWS else 0
-        out = np.asarray(treelite.gtil.predict(self.model, Z, nthread=threads))
+        out = np.asarray(treelite.gtil.predict(self.model, Z, nthread=1))
         out = out.reshape(len(Z), -1).astype(np.float64)
         if self.task == "regression" or out.shape[1] == 1:
             out = out[:, 0]
@@ -64,12 +67,12 @@ def compile_member(member, probe) -> bool:
 
             if not isinstance(model, ForestClassifier | ForestRegressor) or model.n_outputs_ != 1:
                 return False
-            twin = TreeliteModel(treelite.sklearn.import_model(model), member.task, True)
+            converted, float32 = treelite.sklearn.import_model(model), True
         elif family == "lightgbm":
-            twin = TreeliteModel(treelite.frontend.from_lightgbm(model), member.task, False)
+            converted, float32 = treelite.frontend.from_lightgbm(model), False
         else:
-            booster = model.get_booster()
-            twin = TreeliteModel(treelite.frontend.from_xgboost(booster), member.task, True)
+            converted, float32 = treelite.frontend.from_xgboost(model.get_booster()), True
+        twin = TreeliteModel(converted, member.task, float32, MAX_ROWS[family])
         Z = member.encode(probe)
         expected = member.predict_model(Z)
         got = twin.predict(Z)

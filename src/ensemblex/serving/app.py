@@ -51,6 +51,7 @@ def create_app(
     cascade: bool = False,
     id_column: str | None = None,
     key: str | bytes | None = None,
+    treelite: bool = True,
 ):
     """A FastAPI application serving the saved ensemble of a run or model folder.
 
@@ -76,6 +77,9 @@ def create_app(
         A column copied from each request into its response (also ``?id=COL`` per request).
     key : str or bytes, optional
         Signing key the model must be signed with.
+    treelite : bool
+        Give tree members Treelite twins where they predict as the members do
+        (:func:`ensemblex.serving.runner.compile_trees`; needs the ``treelite`` package).
     """
     from ensemblex.ensemble import MANIFEST, MANIFEST_DIGEST, Ensemble
     from ensemblex.runs import model_dir
@@ -84,7 +88,7 @@ def create_app(
     model = Ensemble.load(folder, key=key)
     digest = (folder / MANIFEST_DIGEST).read_text().split()[0]
     manifest = json.loads((folder / MANIFEST).read_text())
-    compiled = compile_trees(model)
+    compiled = compile_trees(model) if treelite else []
     runner = CascadeRunner(model, fit_serving_cascade(source, model)) if cascade else None
     runner = runner or ModelRunner(model)
     metrics = ServerMetrics()
