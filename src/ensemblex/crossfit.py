@@ -103,6 +103,41 @@ def fit_fold(
     return f"{member.name}/{store.fold_dir(member.name, task_.fold).name}"
 
 
+def _fit_pending(
+    pending: list[FoldTask],
+    total: int,
+    X,
+    y,
+    context: FoldContext,
+    store: RunStore,
+    prefix: str,
+    *,
+    backend: str,
+    n_jobs: int | None,
+    ray_address: str | None,
+    progress: Callable[[str, int, int], None] | None,
+) -> None:
+    """Fit the pending tasks on the executor, reporting ``progress(prefix + label, done,
+    total)`` as each finishes (first ``prefix + "resumed"`` for what the store held)."""
+    done = total - len(pending)
+    if progress is not None:
+        progress(f"{prefix}resumed", done, total)
+    for label in run_tasks(
+        fit_fold,
+        pending,
+        X,
+        y,
+        context,
+        store,
+        backend=backend,
+        n_jobs=n_jobs,
+        ray_address=ray_address,
+    ):
+        done += 1
+        if progress is not None:
+            progress(f"{prefix}{label}", done, total)
+
+
 def crossfit(
     members: list[Member],
     X: pd.DataFrame,
@@ -131,24 +166,19 @@ def crossfit(
         if not store.is_done(member.name, k)
     ]
     context = FoldContext(task, schema, n_classes=0 if classes is None else len(classes))
-    total = len(members) * len(splits)
-    done = total - len(pending)
-    if progress is not None:
-        progress("resumed", done, total)
-    for label in run_tasks(
-        fit_fold,
+    _fit_pending(
         pending,
+        len(members) * len(splits),
         X,
         y,
         context,
         store,
+        "",
         backend=backend,
         n_jobs=n_jobs,
         ray_address=ray_address,
-    ):
-        done += 1
-        if progress is not None:
-            progress(label, done, total)
+        progress=progress,
+    )
     n_outputs = 1 if task == "regression" else len(classes)
     columns = [member.column_names() for member in members]
     values = np.zeros((len(y), sum(map(len, columns)), n_outputs))
@@ -209,23 +239,19 @@ def refit_full(
         if not store.is_done(member.name, FULL)
     ]
     context = FoldContext(task, schema, n_classes=0 if classes is None else len(classes))
-    done, total = len(members) - len(pending), len(members)
-    if progress is not None:
-        progress(f"{REFIT_FULL}: resumed", done, total)
-    for label in run_tasks(
-        fit_fold,
+    _fit_pending(
         pending,
+        len(members),
         X,
         y,
         context,
         store,
+        f"{REFIT_FULL}: ",
         backend=backend,
         n_jobs=n_jobs,
         ray_address=ray_address,
-    ):
-        done += 1
-        if progress is not None:
-            progress(f"{REFIT_FULL}: {label}", done, total)
+        progress=progress,
+    )
     seconds = {}
     for member in members:
         _, meta = store.read_fold(member.name, FULL, only=())

@@ -3,8 +3,8 @@
 The pyfunc flavour is MLflow's *loader module* kind, not a pickled ``PythonModel``: the logged
 model holds the saved ensemble folder as it is (:meth:`ensemblex.ensemble.Ensemble.save`) under
 ``data/``, and MLflow calls :func:`_load_pyfunc` on it, which loads it with
-:meth:`~ensemblex.ensemble.Ensemble.load`: every file's digest is checked and nothing is
-unpickled (no ``python_model.pkl``, no cloudpickle).
+:meth:`~ensemblex.ensemble.Ensemble.load`: every file's digest is checked and no code from
+the files runs (no ``python_model.pkl``, no cloudpickle).
 
 MLflow is an optional dependency (``pip install 'ensemblex[mlflow]'``), imported only when one
 of these functions runs. Everything logs to the active tracking URI (``MLFLOW_TRACKING_URI`` or

@@ -27,6 +27,7 @@ from ensemblex.serving.runner import (
     ModelRunner,
     compile_trees,
     fit_serving_cascade,
+    probe_rows,
 )
 
 _NAMED_COLUMN = re.compile(r"column '([^']*)'")
@@ -99,7 +100,7 @@ def create_app(
         max_queue=max_queue,
         on_batch=metrics.on_batch,
     )
-    runner.predict(_example_row(model))  # warm the members' first calls before serving
+    runner.predict(probe_rows(model, n=8))  # warm the members' first calls before serving
     state = {"ready": False}
 
     @asynccontextmanager
@@ -373,19 +374,6 @@ def _field(exc: Exception) -> str | None:
 
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())[:500]
-
-
-def _example_row(model) -> pd.DataFrame:
-    """One made-up row of the training schema: a numeric column's training minimum, a
-    categorical column's first category."""
-    schema = model.schema_
-    row = {}
-    for col in schema.numeric:
-        low = (schema.ranges.get(col) or [0.0])[0]
-        row[col] = [float(low) if np.isfinite(low) else 0.0]
-    for col in schema.categorical:
-        row[col] = [(schema.categories.get(col) or ["(missing)"])[0]]
-    return pd.DataFrame(row)
 
 
 def _weights(model) -> dict | None:
