@@ -11,7 +11,7 @@
 - ``state``, ``persistence``: a combiner's state as JSON plus arrays, saved and loaded
 """
 
-from ensemblex.combiners.auto import AutoCombiner, default_candidates
+from ensemblex.combiners.auto import AutoCombiner, available_candidates, default_candidates
 from ensemblex.combiners.averaging import BestSingle, Mean
 from ensemblex.combiners.base import Combiner, WeightedAverage
 from ensemblex.combiners.greedy import GreedySelection
@@ -31,5 +31,6 @@ __all__ = [
     "Stacking",
     "Weighted",
     "WeightedAverage",
+    "available_candidates",
     "default_candidates",
 ]

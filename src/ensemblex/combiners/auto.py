@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from ensemblex.combiners.averaging import BestSingle, Mean
 from ensemblex.combiners.base import Combiner
+from ensemblex.combiners.features import take_rows
 from ensemblex.combiners.greedy import GreedySelection
 from ensemblex.combiners.layered import CombinerEnsemble
 from ensemblex.combiners.pooling import Pooling
@@ -35,7 +36,9 @@ ENSEMBLE = "ensemble"
 STACKING = ("stack", "stack_regularized")
 
 
-def default_candidates(metric="auto", random_state=0, task=None) -> dict[str, Combiner]:
+def default_candidates(
+    metric="auto", random_state=0, task=None, features: bool = False
+) -> dict[str, Combiner]:
     """The candidates ``AutoCombiner`` compares by default, keyed by their CLI names.
 
     Cheapest first, so that a time limit cuts the costly ones. For a multiclass ``task``
@@ -55,6 +58,31 @@ def default_candidates(metric="auto", random_state=0, task=None) -> dict[str, Co
     }
     if task == "multiclass":
         candidates = {k: v for k, v in candidates.items() if k not in STACKING}
+    if features:
+        candidates.update(
+            (name, combiner)
+            for name, combiner in available_candidates(metric, random_state).items()
+            if name in FEATURE_DEFAULTS
+        )
+    return candidates
+
+
+# Candidate families beyond the static ones: each module's ``candidates(metric,
+# random_state)`` names its combiners (imported on demand: some are heavier).
+FAMILIES: tuple[str, ...] = ()
+# Candidates that read the features and join the defaults when X is given.
+FEATURE_DEFAULTS: tuple[str, ...] = ()
+
+
+def available_candidates(metric="auto", random_state=0) -> dict[str, Combiner]:
+    """Every combiner known by a name (``AutoCombiner(candidates=[...])``, ``--method``):
+    the defaults and every family's (dynamic selection, routing, fusion, label-free)."""
+    from importlib import import_module
+
+    candidates = default_candidates(metric, random_state)
+    for family in FAMILIES:
+        module = import_module(f"ensemblex.combiners.{family}")
+        candidates.update(module.candidates(metric=metric, random_state=random_state))
     return candidates
 
 
@@ -78,10 +106,12 @@ def nested_predictions(
     warm_start=None,
     n_jobs: int | None = None,
     on_fold: Callable[[int], None] | None = None,
+    X=None,
 ):
     """Predictions for every row from a clone of ``combiner`` fitted without that row's fold.
 
-    Output: (n_samples, n_outputs). ``y`` holds labels as ``combiner.fit`` takes them.
+    Output: (n_samples, n_outputs). ``y`` holds labels as ``combiner.fit`` takes them;
+    ``X`` (optional) the rows' features, split with them.
     ``warm_start``: a fitted combiner each fold's fit starts from (see
     :meth:`Combiner.warm_start_from`). ``n_jobs``: outer folds fitted in that many threads
     (the combiners' work is numpy and BLAS, which release the GIL; -1: one per core).
@@ -95,8 +125,8 @@ def nested_predictions(
         fold = clone(combiner)
         if warm_start is not None:
             fold.warm_start_from(warm_start)
-        fitted = fold.fit(P.take(train), y[train], sample_weight=sw)
-        pred = fitted.predict(P.take(test))
+        fitted = fold.fit(P.take(train), y[train], X=take_rows(X, train), sample_weight=sw)
+        pred = fitted.predict(P.take(test), X=take_rows(X, test))
         finished.append(test)
         if on_fold is not None:
             on_fold(len(finished))
@@ -146,10 +176,12 @@ def nested_scores(
     progress: Callable[[str, int, int], None] | None = None,
     deadline: float | None = None,
     n_jobs: int | None = None,
+    X=None,
 ) -> dict[str, NestedScore]:
     """Score each candidate on held-out outer folds, pooled over all rows.
 
-    ``y`` holds labels as ``fit`` takes them; ``metric`` is a resolved :class:`Metric`.
+    ``y`` holds labels as ``fit`` takes them; ``metric`` is a resolved :class:`Metric`;
+    ``X`` (optional) the rows' features, for candidates that read them.
     ``progress(name, done, total)`` is called before each candidate (and as each of its
     outer folds finishes, with the count in the name); candidates after
     ``deadline`` (a ``time.perf_counter()`` value) are skipped, except the first; ``n_jobs``
@@ -167,7 +199,7 @@ def nested_scores(
         if type(candidate).warm_start_from is not Combiner.warm_start_from:
             # the fit on all rows first: every outer fold starts from it, and it is the
             # refit if this candidate is chosen
-            full = clone(candidate).fit(P, y, sample_weight=sample_weight)
+            full = clone(candidate).fit(P, y, X=X, sample_weight=sample_weight)
         on_fold = None
         if progress is not None:
 
@@ -175,7 +207,15 @@ def nested_scores(
                 progress(f"{name} ({done}/{len(splits)} folds)", i, len(candidates))
 
         pred = nested_predictions(
-            candidate, P, y, splits, sample_weight, warm_start=full, n_jobs=n_jobs, on_fold=on_fold
+            candidate,
+            P,
+            y,
+            splits,
+            sample_weight,
+            warm_start=full,
+            n_jobs=n_jobs,
+            on_fold=on_fold,
+            X=X,
         )
         results[name] = NestedScore(
             score=metric.score(codes, pred, sample_weight),
@@ -332,22 +372,25 @@ class AutoCombiner(Combiner):
         self.time_limit = time_limit
         self.n_jobs = n_jobs
 
-    def fit(self, P, y, sample_weight=None, progress=None):
+    uses_features = "optional"  # passed to the candidates that read them
+
+    def fit(self, P, y=None, X=None, sample_weight=None, progress=None):
         """Fit as :meth:`Combiner.fit`; ``progress(name, done, total)`` is called as each
         candidate's nested cross-validation starts and as each of its outer folds finishes
-        (``name`` then carries the fold count)."""
+        (``name`` then carries the fold count). With ``X``, candidates that read the
+        features are compared too; without, a candidate that needs them is an error."""
         self._progress = progress
         try:
-            return super().fit(P, y, sample_weight=sample_weight)
+            return super().fit(P, y, X=X, sample_weight=sample_weight)
         finally:
             self._progress = None
 
-    def _candidate_dict(self) -> dict[str, Combiner]:
-        pool = default_candidates(self.metric, self.random_state)
+    def _candidate_dict(self, features: bool = True) -> dict[str, Combiner]:
+        pool = available_candidates(self.metric, self.random_state)
         if isinstance(self.candidates, dict):
             chosen = dict(self.candidates)
         elif self.candidates == "default":
-            chosen = default_candidates(self.metric, self.random_state, self.task_)
+            chosen = default_candidates(self.metric, self.random_state, self.task_, features)
         else:
             unknown = [c for c in self.candidates if c not in pool]
             if unknown:
@@ -355,21 +398,28 @@ class AutoCombiner(Combiner):
             chosen = {name: pool[name] for name in self.candidates}
         if not chosen:
             raise ValueError(f"candidates must not be empty, however: {self.candidates!r}")
+        if not features:
+            needing = [n for n, c in chosen.items() if c.uses_features == "required"]
+            if needing:
+                raise ValueError(
+                    f"candidates {needing} read the original features; pass X (--features in "
+                    "the CLI) or leave them out"
+                )
         return chosen
 
-    def _fit(self, values, y, sample_weight):
+    def _fit(self, values, y, sample_weight, X=None):
         # One thread for the whole search: its products are small and many, and on 2 cores
         # threaded BLAS and OpenMP spent more time synchronising than computing (adult 18.0 s
         # against 7.9 s, letter 11.0 s against 7.9 s); n_jobs parallelises over folds instead.
         with threadpool_limits(1):  # BLAS and OpenMP (scikit-learn's losses)
-            self._search(values, y, sample_weight)
+            self._search(values, y, sample_weight, X)
 
-    def _search(self, values, y, sample_weight):
+    def _search(self, values, y, sample_weight, X):
         P = Predictions(values, self.members_, self.task_, classes=self.classes_)
         labels = self.classes_[y] if is_classification(self.task_) else y
         splits = outer_splits(y, self.task_, int(self.cv), self.random_state)
         self.n_splits_ = len(splits)  # fewer than cv when a class has fewer rows
-        requested = self._candidate_dict()
+        requested = self._candidate_dict(features=X is not None)
         candidates = requested
         if BEST_SINGLE not in candidates:
             candidates = {BEST_SINGLE: BestSingle(metric=self.metric), **candidates}
@@ -384,6 +434,7 @@ class AutoCombiner(Combiner):
             progress=getattr(self, "_progress", None),
             deadline=deadline,
             n_jobs=self.n_jobs,
+            X=X,
         )
         self.skipped_ = [name for name in candidates if name not in results]
         self.ensemble_weights_ = {}
@@ -406,7 +457,9 @@ class AutoCombiner(Combiner):
             self.method_ = next(iter(self.ensemble_weights_))  # one candidate: itself
         fitted = results[self.method_].fitted
         if fitted is None:
-            fitted = self.candidate(self.method_).fit(P, labels, sample_weight=sample_weight)
+            fitted = self.candidate(self.method_).fit(
+                P, labels, X=X, sample_weight=sample_weight
+            )
         self.combiner_ = fitted
 
     def _prefer_ensemble(self, results) -> str:
@@ -436,8 +489,8 @@ class AutoCombiner(Combiner):
             raise ValueError(f"unknown candidate {name!r}; candidates are {list(candidates)}")
         return clone(candidates[name])
 
-    def _predict(self, values):
-        return self.combiner_._predict(values)
+    def _predict(self, values, X=None):
+        return self.combiner_._combine(values, X)
 
     def used_members(self) -> np.ndarray:
         return self.combiner_.used_members()

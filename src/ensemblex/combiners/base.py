@@ -1,4 +1,5 @@
-"""The combiner protocol: ``fit(P, y, sample_weight=None)``, ``predict(P)``, and state as data.
+"""The combiner protocol: ``fit(P, y=None, X=None, sample_weight=None)``, ``predict(P, X=None)``,
+and state as data.
 
 A combiner maps members' predictions ``(n_samples, n_members, n_outputs)`` to one prediction
 ``(n_samples, n_outputs)``: a regression value or probabilities over the classes. Its fitted
@@ -6,6 +7,13 @@ state is data: :meth:`Combiner.get_state` gives a JSON-able dict and named numer
 :meth:`Combiner.from_state` rebuilds an equal combiner from them, so saving, loading and
 serving need no per-class code. :class:`WeightedAverage` is the ensemble that is a weight
 vector; the combiners that only find weights derive from it.
+
+Most combiners read the predictions and the labels only. Two class attributes say what
+else a combiner reads: ``uses_features`` (``"none"``; ``"required"``: the original features
+``X`` at fit and predict time, encoded by :mod:`~ensemblex.combiners.features`, as dynamic
+selection and routing need; ``"optional"``: ``X`` passed on as given, as
+:class:`AutoCombiner` does to its candidates) and ``needs_labels`` (False for label-free
+combiners, which fit with ``y=None`` or with some labels missing).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
+from ensemblex.combiners.features import encode_features, fit_feature_encoding, n_rows
 from ensemblex.combiners.state import combiner_class, decode, encode, register
 from ensemblex.metrics import Metric, get_metric
 from ensemblex.predictions import Predictions, as_predictions
@@ -23,6 +32,7 @@ from ensemblex.tasks import encode_labels, is_classification
 
 # Fitted attributes every combiner has; get_state stores them under their own keys.
 _COMMON_FITTED = ("members_", "task_", "classes_", "n_outputs_", "metric_")
+FEATURE_USES = ("none", "optional", "required")
 STATE_VERSION = 1
 
 
@@ -33,9 +43,22 @@ class Combiner(BaseEstimator):
     arrays and declare ``_parameter_constraints`` for their constructor parameters; this
     class validates inputs and records ``members_``, ``task_``, ``classes_``, ``metric_`` and
     ``n_outputs_``. Every subclass is registered by class name for :meth:`from_state`.
+
+    A subclass with ``uses_features != "none"`` implements ``_fit(values, y, sample_weight,
+    X)`` and ``_predict(values, X)`` instead: with ``"required"``, ``X`` is the encoded
+    float array ``(n_samples, n_encoded)`` (the encoding is fitted here and kept in
+    ``feature_encoding_``); with ``"optional"``, ``X`` is what the caller gave, or None. A
+    subclass with ``needs_labels = False`` gets ``y=None`` when fit without labels, or, when
+    some labels are given, codes with -1 (classification) or NaN (regression) where a label
+    is missing.
     """
 
     _parameter_constraints: ClassVar[dict] = {"metric": [str, Metric]}
+
+    #: What the combiner reads besides the predictions: "none", "optional" or "required".
+    uses_features: ClassVar[str] = "none"
+    #: False for a combiner that can be fit without labels.
+    needs_labels: ClassVar[bool] = True
 
     metric: str | Metric = "auto"
 
@@ -43,14 +66,19 @@ class Combiner(BaseEstimator):
         super().__init_subclass__(**kwargs)
         register(cls)
 
-    def fit(self, P, y, sample_weight=None):
+    def fit(self, P, y=None, X=None, sample_weight=None):
         """Fit on out-of-fold predictions.
 
         Parameters
         ----------
         P : Predictions or ndarray of shape (n_samples, n_members, n_outputs)
-        y : array-like of shape (n_samples,)
-            Targets; class labels (from ``P.classes``) for classification.
+        y : array-like of shape (n_samples,), optional
+            Targets; class labels (from ``P.classes``) for classification. Only a label-free
+            combiner (``needs_labels = False``) may go without, or with some missing
+            (None or NaN).
+        X : DataFrame or array of shape (n_samples, n_features), optional
+            The original features of the same rows; required where ``uses_features ==
+            "required"``, ignored where it is ``"none"``.
         sample_weight : array-like of shape (n_samples,), optional
             Finite, non-negative, not all zero.
 
@@ -61,20 +89,10 @@ class Combiner(BaseEstimator):
         self._validate_params()
         self._fitted_on_names = isinstance(P, Predictions)
         P = as_predictions(P)
-        y = np.asarray(y)
-        if y.shape != (P.n_samples,):
-            raise ValueError(
-                f"y must have shape ({P.n_samples},) to match P, however: y.shape={y.shape}"
-            )
-        if is_classification(P.task):
-            y = encode_labels(y, P.classes)
-        else:
-            y = y.astype(np.float64)
-            if not np.all(np.isfinite(y)):
-                raise ValueError("y holds NaN or inf; regression targets must be finite")
+        y = self._check_labels(y, P)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(
-                sample_weight, y, dtype=np.float64, ensure_non_negative=True
+                sample_weight, P.values[:, 0, 0], dtype=np.float64, ensure_non_negative=True
             )
             if sample_weight.sum() <= 0:
                 raise ValueError("sample_weight must not be all zero")
@@ -83,16 +101,74 @@ class Combiner(BaseEstimator):
         self.classes_ = P.classes
         self.n_outputs_ = P.n_outputs
         self.metric_ = get_metric(getattr(self, "metric", "auto"), P.task)
-        self._fit(P.values, y, sample_weight)
+        if self.uses_features == "none":
+            self._fit(P.values, y, sample_weight)
+        else:
+            self._check_feature_rows(X, P.n_samples, "fit")
+            if self.uses_features == "required":
+                self.feature_encoding_ = fit_feature_encoding(X)
+                X = encode_features(self.feature_encoding_, X)
+            self._fit(P.values, y, sample_weight, X)
         return self
 
-    def predict(self, P) -> np.ndarray:
+    def _check_labels(self, y, P: Predictions):
+        """Labels as ``_fit`` takes them: codes for classes, floats for regression."""
+        if y is None:
+            if self.needs_labels:
+                raise ValueError(
+                    f"y is required: {type(self).__name__} learns from labels; only label-free "
+                    "combiners fit without them"
+                )
+            return None
+        y = np.asarray(y)
+        if y.shape != (P.n_samples,):
+            raise ValueError(
+                f"y must have shape ({P.n_samples},) to match P, however: y.shape={y.shape}"
+            )
+        missing = _missing(y)
+        if missing.any() and self.needs_labels:
+            raise ValueError(f"y is missing at row {int(np.argmax(missing))}")
+        if is_classification(P.task):
+            codes = np.full(len(y), -1, dtype=np.intp)
+            codes[~missing] = encode_labels(y[~missing], P.classes)
+            return codes
+        values = np.full(len(y), np.nan)
+        values[~missing] = y[~missing].astype(np.float64)
+        if not np.all(np.isfinite(values[~missing])):
+            raise ValueError("y holds NaN or inf; regression targets must be finite")
+        return values
+
+    @staticmethod
+    def _check_feature_rows(X, n_samples: int, when: str) -> None:
+        if X is None:
+            return
+        if n_rows(X) != n_samples:
+            raise ValueError(
+                f"X must have one row per sample of P ({n_samples}) at {when} time, however: "
+                f"X has {n_rows(X)} rows"
+            )
+
+    def _features_for(self, X, n_samples: int):
+        """``X`` as ``_predict`` takes it (encoded where the features are required)."""
+        if self.uses_features == "required" and X is None:
+            raise ValueError(
+                f"X is required: {type(self).__name__} reads the original features of the "
+                "rows it combines (pass X, or --features in the CLI)"
+            )
+        self._check_feature_rows(X, n_samples, "predict")
+        if self.uses_features == "required":
+            return encode_features(self.feature_encoding_, X)
+        return X
+
+    def predict(self, P, X=None) -> np.ndarray:
         """Combine members' predictions.
 
         Parameters
         ----------
         P : Predictions or ndarray of shape (n_samples, n_members, n_outputs)
             The same members, in the same order, as at fit time.
+        X : DataFrame or array of shape (n_samples, n_features), optional
+            The rows' original features, for a combiner that reads them.
 
         Returns
         -------
@@ -114,7 +190,14 @@ class Combiner(BaseEstimator):
                 f"P must have {len(self.members_)} members and {self.n_outputs_} outputs, "
                 f"however: P.shape={P.shape}"
             )
-        return self._predict(P.values)
+        return self._combine(P.values, X)
+
+    def _combine(self, values: np.ndarray, X=None) -> np.ndarray:
+        """``_predict`` with the features as this combiner takes them (for combiners that
+        call the combiners inside them on plain arrays)."""
+        if self.uses_features == "none":
+            return self._predict(values)
+        return self._predict(values, self._features_for(X, len(values)))
 
     def used_members(self) -> np.ndarray:
         """Which members the combined output depends on: a boolean per member of
@@ -130,7 +213,7 @@ class Combiner(BaseEstimator):
         iterative solver); by default a no-op. Returns self."""
         return self
 
-    def predict_folds(self, folds) -> np.ndarray:
+    def predict_folds(self, folds, X=None) -> np.ndarray:
         """Combine each cross-fitting fold's predictions, then average ("fold-consistent").
 
         At fit time a combiner sees out-of-fold predictions, each made by a fold model fit
@@ -143,6 +226,8 @@ class Combiner(BaseEstimator):
         ----------
         folds : sequence of Predictions, or ndarray (n_folds, n_samples, n_members, n_outputs)
             Every fold model's predictions on the same rows, members in the same order.
+        X : DataFrame or array of shape (n_samples, n_features), optional
+            The rows' original features, for a combiner that reads them.
 
         Returns
         -------
@@ -151,14 +236,14 @@ class Combiner(BaseEstimator):
         folds = list(folds)
         if not folds:
             raise ValueError("folds must hold the predictions of at least one fold model")
-        total = self.predict(folds[0])
+        total = self.predict(folds[0], X=X)
         for fold in folds[1:]:
-            total = total + self.predict(fold)
+            total = total + self.predict(fold, X=X)
         return total / len(folds)
 
-    def score(self, P, y, sample_weight=None) -> float:
+    def score(self, P, y, X=None, sample_weight=None) -> float:
         """The metric (``metric_``) of the combined prediction against ``y``."""
-        pred = self.predict(P)
+        pred = self.predict(P, X=X)
         if is_classification(self.task_):
             y = encode_labels(np.asarray(y), self.classes_)
         return self.metric_.score(y, pred, sample_weight)
@@ -264,6 +349,13 @@ class Combiner(BaseEstimator):
 
     def _predict(self, values: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+
+def _missing(y: np.ndarray) -> np.ndarray:
+    """True where a label is missing (None, NaN, pandas NA)."""
+    import pandas as pd
+
+    return np.asarray(pd.isna(y), dtype=bool)
 
 
 class WeightedAverage(Combiner):

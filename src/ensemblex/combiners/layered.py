@@ -43,12 +43,14 @@ class CombinerEnsemble(Combiner):
         "weights": [dict],
     }
 
+    uses_features = "optional"  # passed to the combiners that read them
+
     def __init__(self, combiners=None, weights=None, metric="auto"):
         self.combiners = combiners
         self.weights = weights
         self.metric = metric
 
-    def _fit(self, values, y, sample_weight):
+    def _fit(self, values, y, sample_weight, X=None):
         combiners, weights = dict(self.combiners or {}), dict(self.weights or {})
         if not combiners or set(weights) != set(combiners):
             raise ValueError(
@@ -61,15 +63,15 @@ class CombinerEnsemble(Combiner):
         P = Predictions(values, self.members_, self.task_, classes=self.classes_)
         labels = self.classes_[y] if is_classification(self.task_) else y
         self.combiners_ = {
-            name: clone(combiner).fit(P, labels, sample_weight=sample_weight)
+            name: clone(combiner).fit(P, labels, X=X, sample_weight=sample_weight)
             for name, combiner in combiners.items()
         }
         self.combiner_weights_ = w / w.sum()
 
-    def _predict(self, values):
+    def _predict(self, values, X=None):
         out = np.zeros((len(values), self.n_outputs_))
         for weight, combiner in zip(self.combiner_weights_, self.combiners_.values()):
-            out += weight * combiner._predict(values)
+            out += weight * combiner._combine(values, X)
         return out
 
     def used_members(self) -> np.ndarray:
