@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
-from ensemblex.combiners import AutoCombiner, default_candidates
+from ensemblex.combiners import AutoCombiner, available_candidates
 from ensemblex.combiners.persistence import combiner_state, load_combiner
 from ensemblex.crossfit import FULL, crossfit, make_splits, refit_full
 from ensemblex.files import sha256_file, write_text_atomic
@@ -222,15 +222,18 @@ class Ensemble(BaseEstimator):
         self.combiner_ = self._make_combiner()
         labels = self.classes_[codes] if self._classifier else codes
         self.oof_labels_ = labels
+        # the training rows' features, for a combiner that reads them (dynamic selection,
+        # routing, fusion); kept while the estimator lives, not saved
+        self._fit_features = self.combiner_features(X)
         start = time.perf_counter()
         if isinstance(self.combiner_, AutoCombiner) and progress is not None:
 
             def nested(name, done, total):
                 progress(f"{NESTED_CV}: {name}", done, total + 1)
 
-            self.combiner_.fit(P, labels, progress=nested)
+            self.combiner_.fit(P, labels, X=self._fit_features, progress=nested)
         else:
-            self.combiner_.fit(P, labels)
+            self.combiner_.fit(P, labels, X=self._fit_features)
         self.combiner_seconds_ = time.perf_counter() - start
         self.fold_members_ = [
             CrossFittedMember(
@@ -290,7 +293,7 @@ class Ensemble(BaseEstimator):
                 metric=self.metric_, cv=int(self.cv), random_state=self.random_state
             )
         if isinstance(self.combiner, str):
-            pool = default_candidates(self.metric_, self.random_state)
+            pool = available_candidates(self.metric_, self.random_state)
             if self.combiner not in pool:
                 raise ValueError(
                     f"combiner must be 'auto', one of {list(pool)} or a combiner, "
@@ -400,10 +403,20 @@ class Ensemble(BaseEstimator):
             for k in range(n_folds)
         ]
 
+    def combiner_features(self, X) -> pd.DataFrame | None:
+        """The feature columns of rows ``X`` as the combiner reads them (None for a combiner
+        that reads only the members' predictions): the schema's features, ID-like columns
+        left out."""
+        if self.combiner_.uses_features == "none":
+            return None
+        X = self.schema_.check(_as_frame(X), source="X")
+        return X[self.schema_.features].reset_index(drop=True)
+
     def _predict_outputs(self, X) -> np.ndarray:
         # Fold-consistent: the combiner sees each fold model's predictions, as it saw the
         # out-of-fold ones at fit time, and the combined outputs are averaged.
-        return self.combiner_.predict_folds(self.member_fold_predictions(X))
+        folds = self.member_fold_predictions(X)
+        return self.combiner_.predict_folds(folds, X=self.combiner_features(X))
 
     def prediction_frame(self, X) -> pd.DataFrame:
         """Predictions as a table: ``prediction`` (a value or the most probable class), then

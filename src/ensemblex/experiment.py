@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 
-from ensemblex.combiners import default_candidates
+from ensemblex.combiners import available_candidates
 from ensemblex.ensemble import Ensemble, EnsembleClassifier, EnsembleRegressor
 from ensemblex.predictions import Predictions
 from ensemblex.runs import RunFolder
@@ -111,8 +111,8 @@ def run_experiment(
         model.fit(X.reset_index(drop=True), y, progress=progress)
         P_test_folds = model.crossfit_fold_predictions(X_test)
         P_test = mean_of_folds(P_test_folds)
-        board = test_leaderboard(model, P_test_folds, y_test)
-        deployed = deployed_summary(model, X_test, y_test)
+        board = test_leaderboard(model, P_test_folds, y_test, X_test)
+        deployed, test_output = deployed_summary(model, X_test, y_test)
         summary = {
             "data": str(source),
             "target": target,
@@ -139,6 +139,7 @@ def run_experiment(
             "oof": (model.oof_, y),
             "test": (P_test, y_test),
             "test_folds": (P_test_folds, y_test),
+            "test_output": (test_output, None),
         }
         run.write(model, tables, summary)
         from ensemblex.report import build_report
@@ -147,10 +148,11 @@ def run_experiment(
     return summary
 
 
-def deployed_summary(model: Ensemble, X_test, y_test) -> dict:
+def deployed_summary(model: Ensemble, X_test, y_test) -> tuple[dict, np.ndarray]:
     """What the saved model runs and how it scores on the test rows: the members the
     combiner uses, as fold models or refit on all rows (``refit_full``), with its test
-    score and prediction time (the fold-model ensemble's score is in the leaderboard)."""
+    score and prediction time (the fold-model ensemble's score is in the leaderboard);
+    and its outputs on the test rows ``(n_test, n_outputs)``."""
     y = encode_labels(y_test, model.classes_) if model.classes_ is not None else y_test
     start = time.perf_counter()
     outputs = model._predict_outputs(X_test)
@@ -171,7 +173,7 @@ def deployed_summary(model: Ensemble, X_test, y_test) -> dict:
         deployed["test_accuracy"] = float(np.mean(outputs.argmax(axis=1) == y))
     if model.refit_seconds_ is not None:
         deployed["refit_seconds"] = float(sum(model.refit_seconds_.values()))
-    return deployed
+    return deployed, outputs
 
 
 def mean_of_folds(folds: list[Predictions]) -> Predictions:
@@ -185,14 +187,17 @@ def mean_of_folds(folds: list[Predictions]) -> Predictions:
     )
 
 
-def test_leaderboard(model: Ensemble, P_test_folds: list[Predictions], y_test) -> pd.DataFrame:
+def test_leaderboard(
+    model: Ensemble, P_test_folds: list[Predictions], y_test, X_test=None
+) -> pd.DataFrame:
     """The model's leaderboard with every member's and every combiner candidate's score on
     the held-out rows.
 
     Members are scored on the mean of their fold models; combiners fold-consistently
     (:meth:`~ensemblex.combiners.base.Combiner.predict_folds`), as the model predicts.
     Candidates are refit on all OOF rows (the chosen one already is) and never see test
-    labels; the test split is only scored.
+    labels; the test split is only scored. ``X_test``: the test rows' features, for
+    combiners that read them.
     """
     metric = model.metric_
     y = encode_labels(y_test, model.classes_) if model.classes_ is not None else y_test
@@ -202,16 +207,20 @@ def test_leaderboard(model: Ensemble, P_test_folds: list[Predictions], y_test) -
     scores = dict(zip(P_test.members, member_scores))
     combiner = model.combiner_
     chosen = getattr(combiner, "method_", None)
+    train_features = getattr(model, "_fit_features", None)
+    test_features = None if X_test is None else model.combiner_features(X_test)
     for name in board.loc[board["kind"] != "member", "model"]:
         start = time.perf_counter()
         if name == chosen:
             fitted = combiner
-        elif hasattr(combiner, "candidate"):
-            fitted = combiner.candidate(name).fit(model.oof_, model.oof_labels_)
         else:
-            fitted = clone(default_candidates(metric, model.random_state)[name])
-            fitted = fitted.fit(model.oof_, model.oof_labels_)
-        scores[name] = metric.score(y, fitted.predict_folds(P_test_folds))
+            fitted = (
+                combiner.candidate(name)
+                if hasattr(combiner, "candidate")
+                else clone(available_candidates(metric, model.random_state)[name])
+            )
+            fitted = fitted.fit(model.oof_, model.oof_labels_, X=train_features)
+        scores[name] = metric.score(y, fitted.predict_folds(P_test_folds, X=test_features))
         if name != chosen:
             board.loc[board["model"] == name, "fit_seconds"] = time.perf_counter() - start
     board["test_score"] = board["model"].map(scores)

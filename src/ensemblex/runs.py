@@ -6,6 +6,7 @@ Layout::
     oof.parquet        members' out-of-fold predictions with the target (``blend``'s layout)
     test.parquet       members' predictions on the held-out test rows, with the target
     test_folds.parquet each fold model's predictions on the test rows (a ``fold`` column)
+    test_output.parquet the saved model's combined output on the test rows
     leaderboard.json   the run's settings, metric, chosen combiner and leaderboard
     report.html        the report (:func:`ensemblex.report.build_report`)
     work/              the resumable store of finished folds (:class:`ensemblex.store.RunStore`)
@@ -34,6 +35,7 @@ MODEL = "model"
 OOF = "oof.parquet"
 TEST = "test.parquet"
 TEST_FOLDS = "test_folds.parquet"
+TEST_OUTPUT = "test_output.parquet"
 FOLD = "fold"
 LEADERBOARD = "leaderboard.json"
 REPORT = "report.html"
@@ -165,6 +167,24 @@ class RunFolder:
             members=list(P.members),
         )
 
+    @cached_property
+    def test_output(self) -> np.ndarray | None:
+        """The saved model's combined output on the test rows ``(n_test, n_outputs)``: values,
+        or probabilities in class order; None for runs written before it was kept."""
+        path = self.root / TEST_OUTPUT
+        if not path.exists():
+            return None
+        from ensemblex.tables import _read_frame
+
+        values = _read_frame(path).to_numpy(dtype=np.float64)
+        P = self.test.predictions
+        if values.shape != (P.n_samples, P.n_outputs) or not np.all(np.isfinite(values)):
+            raise ValueError(
+                f"{path}: must hold {P.n_outputs} finite column(s) for the {P.n_samples} test "
+                f"rows, however: shape={values.shape}"
+            )
+        return values
+
     def load_model(self):
         """The saved ensemble (verified on load)."""
         from ensemblex.ensemble import Ensemble
@@ -186,17 +206,23 @@ class RunFolder:
     # ------------------------------------------------------------ writing
     def write(self, model, tables: dict[str, tuple], summary: dict):
         """Write the saved model, the prediction tables (``{"oof": (P, y), "test": (P, y),
-        "test_folds": ([P_fold, ...], y)}``) and ``leaderboard.json`` (last, so its presence
-        means the run finished)."""
+        "test_folds": ([P_fold, ...], y)}``, and ``"test_output": outputs`` (the model's
+        combined output on the test rows, ``(n_test, n_outputs)``) and ``leaderboard.json``
+        (last, so its presence means the run finished)."""
         self.root.mkdir(parents=True, exist_ok=True)
         model.save(self.model_dir)
         files = {"oof": OOF, "test": TEST, "test_folds": TEST_FOLDS}
         for name, (P, labels) in tables.items():
+            if name == "test_output":
+                columns = ["prediction"] if P.shape[1] == 1 else model.output_frame(P).columns[1:]
+                write_frame(pd.DataFrame(P, columns=list(columns)), self.root / TEST_OUTPUT)
+                continue
             write_frame(_wide_table(P, labels, summary["target"]), self.root / files[name])
         write_json_atomic(summary, self.root / LEADERBOARD)
         self.__dict__.pop("summary", None)
         self.__dict__.pop("oof", None)
         self.__dict__.pop("test", None)
+        self.__dict__.pop("test_output", None)
 
 
 def _wide_table(P, labels, target: str):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -12,17 +11,6 @@ from rich.text import Text
 from ensemblex.cli.app import TaskChoice, app, console, example_path, fail
 from ensemblex.cli.display import CandidateProgress
 from ensemblex.report.numbers import format_number
-
-
-class Method(str, Enum):
-    auto = "auto"
-    mean = "mean"
-    best = "best"
-    weighted = "weighted"
-    greedy = "greedy"
-    pool = "pool"
-    stack = "stack"
-    stack_regularized = "stack_regularized"
 
 
 @app.command()
@@ -41,8 +29,29 @@ def blend(
     ),
     id_col: str | None = typer.Option(None, "--id", help="Id column carried to the output."),
     task: TaskChoice = typer.Option(TaskChoice.auto, "--task"),
-    method: Method = typer.Option(
-        Method.auto, "--method", help="Combiner; auto picks by nested cross-validation."
+    method: str = typer.Option(
+        "auto",
+        "--method",
+        help="Combiner: auto picks by nested cross-validation; or a name: mean, best, "
+        "weighted, greedy, pool, stack, stack_regularized; with --features: ola, lca, "
+        "knora_e, knora_u, des_p, meta_des, fuzzy_routing, gate, stack_features, "
+        "stack_features_lgbm; label-free: knop, dawid_skene, ds_proba, sml, consensus.",
+    ),
+    features: Path | None = typer.Option(
+        None,
+        "--features",
+        help="The rows' original features (CSV or Parquet with the --id column), for "
+        "combiners that read them; joined to the OOF and test rows by id.",
+    ),
+    unsupervised: bool = typer.Option(
+        False,
+        "--unsupervised",
+        help="Fit a label-free combiner without the OOF target (no --target needed).",
+    ),
+    labels: Path | None = typer.Option(
+        None,
+        "--labels",
+        help="With --unsupervised: a table of --id and a label for a few OOF rows.",
     ),
     metric: str = typer.Option(
         "auto",
@@ -84,13 +93,16 @@ def blend(
                 test=test,
                 id_col=id_col,
                 task=task.value,
-                method=method.value,
+                method=method,
                 metric=metric,
                 positive=positive,
                 folds=folds,
                 seed=seed,
                 time_limit=time_limit,
                 progress=progress,
+                features=features,
+                unsupervised=unsupervised,
+                labels=labels,
             )
         write_blend(out, predictions, summary)
     except (ValueError, TypeError, OSError) as exc:
@@ -99,6 +111,9 @@ def blend(
 
 
 def _print_summary(summary: dict, out: Path) -> None:
+    if summary.get("unsupervised"):
+        _print_unsupervised(summary, out)
+        return
     table = RichTable(
         title=f"Nested {summary['folds']}-fold CV on {summary['n_oof_rows']} "
         f"OOF rows: {summary['metric']} "
@@ -126,6 +141,30 @@ def _print_summary(summary: dict, out: Path) -> None:
         console.print(
             f"test {summary['metric']}: ensemble {format_number(summary['test_score'])}, "
             f"best single member {format_number(summary['best_single_test_score'])}"
+        )
+    console.print(
+        f"wrote {out / 'predictions.csv'} and {out / 'blend.json'} ({summary['fit_seconds']:.1f}s)"
+    )
+
+
+def _print_unsupervised(summary: dict, out: Path) -> None:
+    labels = summary["n_labels"]
+    console.print(
+        f"label-free combiner {summary['method']} fitted on {summary['n_oof_rows']} OOF rows "
+        f"with {labels} label{'s' if labels != 1 else ''}"
+    )
+    weights = summary.get("weights")
+    if weights:
+        top = sorted(((w, m) for m, w in weights.items() if w > 0), reverse=True)[:8]
+        console.print("weights: " + ", ".join(f"{m} {w:.3f}" for w, m in top))
+    if "test_score" in summary:
+        scores = summary["member_test_scores"]
+        better = max if summary["greater_is_better"] else min
+        best = better(scores, key=scores.get)
+        console.print(
+            f"test {summary['metric']}: combiner {format_number(summary['test_score'])}, mean "
+            f"{format_number(summary['mean_test_score'])}, best member in hindsight {best} "
+            f"{format_number(scores[best])}"
         )
     console.print(
         f"wrote {out / 'predictions.csv'} and {out / 'blend.json'} ({summary['fit_seconds']:.1f}s)"

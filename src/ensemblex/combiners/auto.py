@@ -457,9 +457,7 @@ class AutoCombiner(Combiner):
             self.method_ = next(iter(self.ensemble_weights_))  # one candidate: itself
         fitted = results[self.method_].fitted
         if fitted is None:
-            fitted = self.candidate(self.method_).fit(
-                P, labels, X=X, sample_weight=sample_weight
-            )
+            fitted = self.candidate(self.method_).fit(P, labels, X=X, sample_weight=sample_weight)
         self.combiner_ = fitted
 
     def _prefer_ensemble(self, results) -> str:

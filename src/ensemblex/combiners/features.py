@@ -53,7 +53,9 @@ def _frame(X, source: str):
         return frame
     array = np.asarray(X)
     if array.ndim != 2:
-        raise ValueError(f"{source} must be a DataFrame or a 2-D array, however: shape={array.shape}")
+        raise ValueError(
+            f"{source} must be a DataFrame or a 2-D array, however: shape={array.shape}"
+        )
     return pd.DataFrame(array, columns=[f"x{j}" for j in range(array.shape[1])])
 
 

@@ -27,6 +27,13 @@ figure { margin: 1.5em 0; } figcaption { color: #555; font-size: 0.9em; }
 """
 
 
+def _test_output(run: RunFolder, model) -> np.ndarray:
+    """The saved model's output on the test rows, as the run kept it (older runs: the
+    combiner on the members' mean test predictions)."""
+    kept = run.test_output
+    return kept if kept is not None else model.combiner_.predict(run.test.predictions)
+
+
 def build_report(run_dir: Path, ood_rows=None) -> Path:
     """Write ``run_dir/report.html`` from the run's files; return its path.
 
@@ -95,7 +102,7 @@ def build_report(run_dir: Path, ood_rows=None) -> Path:
             key=lambda m: member_scores[m] * (-1 if summary["greater_is_better"] else 1),
         )
         curves = {
-            f"ensemble ({summary['chosen']})": model.combiner_.predict(test.predictions),
+            f"ensemble ({summary['chosen']})": _test_output(run, model),
             f"best member ({best})": test.predictions.member(best),
         }
         sections.append(

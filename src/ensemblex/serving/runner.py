@@ -99,7 +99,7 @@ class CascadeRunner(ModelRunner):
                 )
                 for j in range(n_folds)
             ]
-            outputs[open_rows] = model.combiner_.predict_folds(P)
+            outputs[open_rows] = model.combiner_.predict_folds(P, X=model.combiner_features(rows))
         counts = np.bincount(exit_stage, minlength=self.n_stages)
         return model.output_frame(outputs), {"exit_stages": counts}
 
