@@ -131,6 +131,7 @@ class Ensemble(BaseEstimator):
         ray_address=None,
         work_dir=None,
         refit_full=False,
+        views=None,
     ):
         self.members = members
         self.combiner = combiner
@@ -142,6 +143,7 @@ class Ensemble(BaseEstimator):
         self.ray_address = ray_address
         self.work_dir = work_dir
         self.refit_full = refit_full
+        self.views = views
 
     # ------------------------------------------------------------ fit
     def fit(self, X, y, progress=None):
@@ -183,6 +185,13 @@ class Ensemble(BaseEstimator):
         self.metric_ = get_metric(self.metric, self.task_)
         members = resolve_members(self.members, self.task_, self.random_state)
         _check_prefitted_classes(members, self.classes_)
+        self.views_ = None
+        if self.views is not None:
+            from ensemblex.members.views import check_views, view_members
+
+            # one zoo per view, each member seeing only its view's columns
+            self.views_ = check_views(self.views, self.schema_.features)
+            members = view_members(self.views_, members)
         splits = make_splits(
             codes if self._classifier else y,
             self.task_,
@@ -771,6 +780,11 @@ class EnsembleRegressor(RegressorMixin, Ensemble):
     work_dir : path, optional
         Where finished folds are written; a rerun with the same data and settings resumes.
         Without it, a temporary folder that is removed with the estimator (or on refit).
+    refit_full : bool, default False
+        Deploy each member the combiner uses as one model refit on all rows.
+    views : dict of str to list of str, optional
+        Multi-view members: the zoo is fitted once per view (a named set of feature
+        columns), members named ``view/member``, all combined together.
 
     Attributes
     ----------

@@ -37,6 +37,7 @@ def run_experiment(
     seed: int = 0,
     refit_full: bool = False,
     combiner="auto",
+    views: dict | None = None,
     source: str = "data",
     zoo_label: str | None = None,
     on_task: Callable[[str], None] | None = None,
@@ -62,6 +63,9 @@ def run_experiment(
         instead of its fold models; the test score of both is reported.
     combiner : "auto", a combiner name, or a combiner
         As :class:`ensemblex.ensemble.EnsembleClassifier` takes it.
+    views : dict of str to list of str, optional
+        Multi-view members: the zoo fitted once per view (named columns), members named
+        ``view/member``.
     source : str
         Name of the table in messages and in the summary.
     on_task, progress : callable, optional
@@ -107,6 +111,7 @@ def run_experiment(
             work_dir=run.work_dir,
             refit_full=refit_full,
             combiner=combiner,
+            views=views,
         )
         model.fit(X.reset_index(drop=True), y, progress=progress)
         P_test_folds = model.crossfit_fold_predictions(X_test)
@@ -133,6 +138,7 @@ def run_experiment(
             "dropped_columns": model.schema_.dropped,
             "leaderboard": json.loads(board.to_json(orient="records")),
             "deployed": deployed,
+            **_views_summary(model),
             "seconds": time.perf_counter() - start,
         }
         tables = {
@@ -174,6 +180,20 @@ def deployed_summary(model: Ensemble, X_test, y_test) -> tuple[dict, np.ndarray]
     if model.refit_seconds_ is not None:
         deployed["refit_seconds"] = float(sum(model.refit_seconds_.values()))
     return deployed, outputs
+
+
+def _views_summary(model: Ensemble) -> dict:
+    """The views and the combiner's weight summed per view (where it is a weighted mean)."""
+    if model.views_ is None:
+        return {}
+    from ensemblex.combiners.base import mixture_weights
+    from ensemblex.members.views import view_weights
+
+    weights = mixture_weights(model.combiner_)
+    return {
+        "views": model.views_,
+        "view_weights": None if weights is None else view_weights(model.member_names_, weights),
+    }
 
 
 def mean_of_folds(folds: list[Predictions]) -> Predictions:

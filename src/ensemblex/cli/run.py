@@ -46,6 +46,12 @@ def run(
         help="Deploy each used member refit once on all training rows instead of its fold "
         "models (smaller, faster; the refit models are not themselves validated).",
     ),
+    views: Path | None = typer.Option(
+        None,
+        "--views",
+        help='Multi-view members: a JSON file {"view name": [columns], ...}; the zoo is '
+        "fitted once per view and all members are combined.",
+    ),
     out: Path = typer.Option(Path("ensemblex-run"), "--out", help="Run folder."),
 ) -> None:
     """Cross-fit a zoo, choose a combiner by nested CV, and write the run folder.
@@ -67,6 +73,7 @@ def run(
         if target is None:
             raise ValueError(f"{data}: --target is required")
         extra = [member_from_spec(spec) for spec in member]
+        view_columns = None if views is None else _read_views(views)
         if zoo is Zoo.none and not extra:
             raise ValueError("--zoo none needs at least one --member")
 
@@ -88,6 +95,7 @@ def run(
                 n_jobs=jobs,
                 seed=seed,
                 refit_full=refit_full,
+                views=view_columns,
                 source=str(data),
                 zoo_label=zoo.value + "".join(f" +{spec}" for spec in member),
                 on_task=on_task,
@@ -97,11 +105,29 @@ def run(
         fail(str(exc))
     print_leaderboard(summary)
     print_deployed(summary)
+    if summary.get("view_weights"):
+        parts = sorted(summary["view_weights"].items(), key=lambda kv: -kv[1])
+        console.print("weight per view: " + ", ".join(f"{v} {w:.3f}" for v, w in parts))
     console.print(
         f"wrote {out}/: model/, oof.parquet, test.parquet, test_folds.parquet, leaderboard.json, "
         "report.html "
         f"({summary['seconds']:.0f}s)"
     )
+
+
+def _read_views(path: Path) -> dict:
+    """The views file: a JSON object of view names to lists of column names."""
+    import json
+
+    try:
+        views = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the views file ({exc.strerror})") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(views, dict):
+        raise ValueError(f'{path}: expected {{"view name": [columns], ...}}, however: {views!r}')
+    return views
 
 
 def print_deployed(summary: dict) -> None:

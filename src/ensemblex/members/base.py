@@ -126,7 +126,7 @@ class Member(ABC):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         settings = self.save_files(folder)
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MEMBER_FILE)
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p != folder / MEMBER_FILE)
         meta = {
             "family": self.family,
             "name": self.name,

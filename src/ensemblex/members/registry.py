@@ -16,6 +16,7 @@ FAMILIES: dict[str, str] = {
     "torch": "ensemblex.members.torch:TorchMember",
     "prefitted": "ensemblex.members.prefitted:PrefittedMember",
     "tfidf_logistic": "ensemblex.members.text:TfidfLogistic",
+    "view": "ensemblex.members.views:ViewMember",
 }
 
 # Families that wrap a user's estimator, asked in this order which one accepts it; the

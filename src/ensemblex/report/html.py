@@ -53,6 +53,11 @@ def build_report(run_dir: Path, ood_rows=None) -> Path:
         title = f"Weights of the chosen combiner ({summary['chosen']})"
         figure = plots.weights_plot(dict(zip(P.members, np.asarray(weights))), title)
         sections.append(_figure(figure, title, "Share of each member in the ensemble."))
+        if summary.get("view_weights"):
+            title = "Weight per view"
+            figure = plots.weights_plot(summary["view_weights"], title)
+            caption = "The chosen combiner's weights summed over each view's members."
+            sections.append(_figure(figure, title, caption))
     elif isinstance(chosen, Pooling):
         title = f"Weights of the log-linear pool ({summary['chosen']})"
         figure = plots.weights_plot(dict(zip(P.members, chosen.weights_)), title)
