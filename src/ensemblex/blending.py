@@ -218,12 +218,13 @@ def _blend_unsupervised(
     from ensemblex.combiners.labelfree import LABEL_FREE_DEFAULT
 
     start = time.perf_counter()
-    train = read_table(oof, target=None, id_col=id_col, task=task, positive=positive)
-    if target is not None and target in _read_frame(Path(oof)).columns:
+    frame = _read_frame(Path(oof))
+    if target is not None and target in frame.columns:
         raise ValueError(
             f"{oof}: --unsupervised does not read the target column {target!r}; drop it from "
             "the OOF table, or blend without --unsupervised"
         )
+    train = from_frame(frame, source=str(oof), id_col=id_col, task=task, positive=positive)
     P = train.predictions
     name = LABEL_FREE_DEFAULT if method == "auto" else method
     pool = available_candidates(metric, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -86,7 +87,9 @@ def blend(
         id_col = id_col or "row"
         console.print(f"No OOF table given: blending the bundled churn example ({oof.parent}).")
     try:
-        with CandidateProgress() as progress:
+        # a label-free fit has no candidates to show (and takes a second or two)
+        bar = nullcontext() if unsupervised else CandidateProgress()
+        with bar as progress:
             summary, predictions = blend_tables(
                 oof,
                 target,
