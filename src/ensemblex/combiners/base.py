@@ -104,6 +104,8 @@ class Combiner(BaseEstimator):
         if self.uses_features == "none":
             self._fit(P.values, y, sample_weight)
         else:
+            if X is None and self.uses_features == "required":
+                self._features_for(None, P.n_samples)  # raises: X is required
             self._check_feature_rows(X, P.n_samples, "fit")
             if self.uses_features == "required":
                 self.feature_encoding_ = fit_feature_encoding(X)
