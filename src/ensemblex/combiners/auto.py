@@ -69,7 +69,7 @@ def default_candidates(
 
 # Candidate families beyond the static ones: each module's ``candidates(metric,
 # random_state)`` names its combiners (imported on demand: some are heavier).
-FAMILIES: tuple[str, ...] = ("labelfree", "routing", "fusion")
+FAMILIES: tuple[str, ...] = ("dynamic", "routing", "fusion", "labelfree")
 # Candidates that read the features and join the defaults when X is given.
 FEATURE_DEFAULTS: tuple[str, ...] = ()
 
