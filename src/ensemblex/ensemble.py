@@ -509,10 +509,12 @@ class Ensemble(BaseEstimator):
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "estimator": type(self).__name__,
+            # the estimator's own plain parameters (a combiner or members passed as objects
+            # are in the files, not here; nested parameters would not rebuild it)
             "params": {
                 k: v
-                for k, v in self.get_params().items()
-                if isinstance(v, str | int | float | type(None))
+                for k, v in self.get_params(deep=False).items()
+                if isinstance(v, str | int | float | type(None)) or k == "views"
             },
             "versions": _versions(),
             "task": self.task_,
