@@ -395,3 +395,17 @@ def test_candidates_are_unfitted_and_named():
     assert all(c.metric == "log_loss" and not hasattr(c, "members_") for c in found.values())
     with pytest.raises(ValueError, match="voting"):
         KNORAE(voting="maybe").fit(*_line_case(np.ones((3, 2), bool), QUERY[:2])[:3])
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_predict_folds_shares_one_neighbour_query_with_the_same_numbers(wine, name):
+    fitted = METHODS[name]().fit(wine.oof, wine.y, X=wine.X)
+    rng = np.random.default_rng(0)
+    folds = []
+    for _ in range(3):  # fold models that disagree on different rows
+        noisy = wine.test.values * rng.uniform(0.5, 1.5, size=wine.test.values.shape)
+        noisy /= noisy.sum(axis=2, keepdims=True)
+        folds.append(Predictions(noisy, wine.test.members, "multiclass", wine.test.classes))
+    expected = np.mean([fitted.predict(f, X=wine.X_test) for f in folds], axis=0)
+    np.testing.assert_allclose(fitted.predict_folds(folds, X=wine.X_test), expected, atol=1e-12)
+    assert fitted._neighbour_memo is None  # the shared query lives for one call only
