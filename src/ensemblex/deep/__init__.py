@@ -5,6 +5,8 @@
   :class:`TabMRegressor` (TabM's k heads);
 - members along one run: :func:`train_snapshots` (snapshots, online model and its EMA twin),
   evaluated together by :func:`stacked_predictions`;
+- feature-level fusion: :class:`FusionClassifier` / :class:`FusionRegressor` (a head over the
+  members' concatenated penultimate embeddings);
 - weight space: :func:`uniform_soup`, :func:`greedy_soup`, :func:`wise_ft`;
 - distillation into one student: :func:`distill`, :func:`flops_per_sample`,
   :func:`share_of_gain_kept`;
@@ -16,6 +18,7 @@ from ensemblex.deep.checkpoints import SnapshotRun, stacked_predictions, train_s
 from ensemblex.deep.cnn import BatchedCNN, SmallCNN
 from ensemblex.deep.distillation import distill, flops_per_sample, share_of_gain_kept
 from ensemblex.deep.ensemble import DeepEnsembleClassifier, DeepEnsembleRegressor
+from ensemblex.deep.fusion import FusionClassifier, FusionRegressor
 from ensemblex.deep.soups import greedy_soup, make_score_fn, uniform_soup, wise_ft
 from ensemblex.deep.tabm import TabMClassifier, TabMRegressor
 
@@ -25,6 +28,8 @@ __all__ = [
     "BatchedMLP",
     "DeepEnsembleClassifier",
     "DeepEnsembleRegressor",
+    "FusionClassifier",
+    "FusionRegressor",
     "SmallCNN",
     "SnapshotRun",
     "TabMClassifier",

@@ -15,6 +15,8 @@ TORCH_ESTIMATORS = (
     "DeepEnsembleRegressor",
     "TabMClassifier",
     "TabMRegressor",
+    "FusionClassifier",
+    "FusionRegressor",
 )
 
 
@@ -61,6 +63,13 @@ def load_torch(path):
     name = config.get("estimator") if isinstance(config, dict) else None
     if name not in TORCH_ESTIMATORS:
         raise ValueError(f"{path}: estimator must be one of {TORCH_ESTIMATORS}, however: {name!r}")
-    import ensemblex.deep as deep
+    return _estimator_class(name).load(path)
 
-    return getattr(deep, name).load(path)
+
+def _estimator_class(name: str):
+    """The class of :data:`TORCH_ESTIMATORS` called ``name``: from :mod:`ensemblex.deep`, or
+    from :mod:`ensemblex.deep.fusion` (whose classes the package does not export)."""
+    import ensemblex.deep as deep
+    from ensemblex.deep import fusion
+
+    return getattr(deep, name, None) or getattr(fusion, name)
