@@ -34,6 +34,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from sklearn.neighbors import NearestNeighbors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adaptive_pool import DATASETS, POOL_CACHE, REGRESSION, build
@@ -94,19 +95,20 @@ def scores(task: str, y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     return out
 
 
-def our_methods(task: str) -> dict:
+def our_methods(task: str, only=None) -> dict:
     """Every combiner compared, unfitted, by name (those that need classes left out for
-    regression)."""
+    regression); ``only``: just these names."""
     pool = available_candidates("auto", 0)
     names = [*STATIC, *ROUTING, *FUSION]
     if task != "regression":
         names += [*DYNAMIC, *LABEL_FREE]
     methods = {name: pool[name] for name in names if name in pool}
+    # AutoCombiner given the features: the default candidates plus those that read them
     methods["auto"] = AutoCombiner(random_state=0)
-    return methods
+    return {k: v for k, v in methods.items() if only is None or k in only}
 
 
-def run_dataset(name: str) -> dict:
+def run_dataset(name: str, only=None, previous: dict | None = None) -> dict:
     data = np.load(build(name))
     members = data["members"].tolist()
     classes = data["classes"] if data["classes"].size else None
@@ -117,7 +119,9 @@ def run_dataset(name: str) -> dict:
     F, F_test = data["features"], data["features_test"]
     labels = classes[y] if classes is not None else y
     result = {"task": task, "rows": [len(y), len(y_test)], "members": members, "methods": {}}
-    for method, combiner in our_methods(task).items():
+    if previous is not None and only is not None:
+        result = {**previous, "methods": dict(previous["methods"])}
+    for method, combiner in our_methods(task, only).items():
         free = not combiner.needs_labels
         start = time.perf_counter()
         with warnings.catch_warnings():
@@ -132,7 +136,7 @@ def run_dataset(name: str) -> dict:
             row["chosen"] = fitted.method_
         result["methods"][method] = row
         print(f"  {name} {method}: {_short(row)}", flush=True)
-    if task != "regression":
+    if task != "regression" and only is None:
         result["deslib"] = compare_deslib(name, data, P, folds, y, y_test, classes)
     return result
 
@@ -178,15 +182,24 @@ def timing(name: str = "adult", methods=("knora_e", "knora_u", "des_p", "meta_de
     F, F_test = data["features"], data["features_test"][rows]
     mean_test = np.mean(data["test_folds"], axis=0)[rows]
     encoding = fit_feature_encoding(F)
-    theirs = run_deslib(
-        encode_features(encoding, F),
-        data["y"],
-        P.values,
-        encode_features(encoding, F_test),
-        mean_test,
-    )
+    Z, Z_test = encode_features(encoding, F), encode_features(encoding, F_test)
+    theirs = run_deslib(Z, data["y"], P.values, Z_test, mean_test)
     pool = available_candidates("auto", 0)
     test = Predictions(mean_test, members, task, classes=classes)
+    # the floor: the one exact neighbour query both sides make (all rows, and only the rows
+    # where the members disagree, the ones dynamic selection has to look at)
+    votes = mean_test.argmax(axis=2)
+    disagree = ~(votes == votes[:, :1]).all(axis=1)
+    index = NearestNeighbors(n_neighbors=7).fit(Z)
+    floor = {}
+    for label, rows_ in (("all_rows", slice(None)), ("disagreeing_rows", disagree)):
+        best = np.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            index.kneighbors(Z_test[rows_], return_distance=False)
+            best = min(best, time.perf_counter() - start)
+        floor[label] = best
+    print(f"  timing neighbour query: {floor}", flush=True)
     out = {}
     for method in methods:
         combiner = pool[method]
@@ -202,7 +215,13 @@ def timing(name: str = "adult", methods=("knora_e", "knora_u", "des_p", "meta_de
         deslib = float(theirs[f"{method}__hard__seconds"])
         out[method] = {"ours": best, "deslib": deslib, "speedup": deslib / best}
         print(f"  timing {method}: ours {best:.3f} s, DESlib {deslib:.2f} s", flush=True)
-    return {"dataset": name, "rows": TIMING_ROWS, "methods": out}
+    return {
+        "dataset": name,
+        "rows": TIMING_ROWS,
+        "disagreeing_rows": int(disagree.sum()),
+        "neighbour_query_seconds": floor,
+        "methods": out,
+    }
 
 
 def _short(row: dict) -> str:
@@ -241,6 +260,39 @@ def tables(results: dict) -> str:
                 out.append(f"**{text}**" if v is not None and v == winners[n] else text)
             lines.append(f"| {method} | " + " | ".join(out) + " |")
         lines.append("")
+    lines += [
+        "**Same neighbours, same predictions as DESlib** (our method with DESlib's hard voting, "
+        "on the same mean test predictions): share of test rows with DESlib's label / largest "
+        "difference in a probability",
+        "",
+        "| method | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for method in DESLIB_METHODS:
+        cells = []
+        for n in names:
+            row = results["datasets"][n].get("deslib", {}).get(method, {})
+            same, diff = row.get("same_label"), row.get("max_proba_difference")
+            cells.append("" if same is None else f"{same:.2%} / {diff:.2g}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    timing = results.get("timing")
+    if timing:
+        floor = timing["neighbour_query_seconds"]
+        lines += [
+            "",
+            f"**Predict seconds on {timing['rows']:,} {timing['dataset']} test rows** (the "
+            "combination only: both sides read saved member predictions; the exact neighbour "
+            f"query alone takes {floor['disagreeing_rows']:.3f} s for the "
+            f"{timing['disagreeing_rows']:,} rows where members disagree, "
+            f"{floor['all_rows']:.3f} s for all rows)",
+            "",
+            "| method | ensemblex | DESlib | DESlib / ensemblex |",
+            "|---|---|---|---|",
+        ]
+        for method, row in timing["methods"].items():
+            lines.append(
+                f"| {method} | {row['ours']:.3f} | {row['deslib']:.3f} | {row['speedup']:.2f}x |"
+            )
     return "\n".join(lines)
 
 
@@ -249,6 +301,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=[*DATASETS, *REGRESSION])
     parser.add_argument("--readme", action="store_true")
     parser.add_argument("--tables-only", action="store_true")
+    parser.add_argument("--methods", nargs="*", help="rerun only these of ours (kept results)")
+    parser.add_argument("--no-timing", action="store_true")
     args = parser.parse_args()
     if args.tables_only:
         results = json.loads(RESULTS.read_text())
@@ -258,10 +312,12 @@ def main() -> None:
             results = json.loads(RESULTS.read_text())
         for name in args.datasets:
             print(f"{name}:", flush=True)
-            results["datasets"][name] = run_dataset(name)
+            previous = results["datasets"].get(name)
+            results["datasets"][name] = run_dataset(name, args.methods, previous)
             RESULTS.write_text(json.dumps(results, indent=2))
-        results["timing"] = timing()
-        RESULTS.write_text(json.dumps(results, indent=2))
+        if not args.no_timing:
+            results["timing"] = timing()
+            RESULTS.write_text(json.dumps(results, indent=2))
     text = tables(results)
     print(text)
     if args.readme:

@@ -66,8 +66,9 @@ def test_refit_full_deploys_one_model_per_member_fitted_on_all_rows(churn_split,
     # it predicts through the same combiner; its score is close to the fold models'
     metric = get_metric("log_loss", "binary")
     refit = metric.score(y_new, model.predict_proba(X_new))
+    every = model.crossfit_fold_predictions(X_new)
     folds = metric.score(
-        y_new, model.combiner_.predict_folds(model.crossfit_fold_predictions(X_new))
+        y_new, model.combiner_.predict_folds(every, X=model.combiner_features(X_new))
     )
     assert abs(refit - folds) < 0.05
     saved = model.save(tmp_path / "m")

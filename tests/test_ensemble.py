@@ -55,7 +55,8 @@ def test_predictions_are_fold_consistent(fitted_churn):
         rtol=1e-12,
     )
     # the combiner sees each fold's predictions, as it saw OOF rows, and the outputs average
-    expected = sum(model.combiner_.predict(P) for P in folds) / 3
+    features = model.combiner_features(X_new)  # for candidates that read them
+    expected = sum(model.combiner_.predict(P, X=features) for P in folds) / 3
     np.testing.assert_allclose(model.predict_proba(X_new), expected, rtol=1e-12)
 
 

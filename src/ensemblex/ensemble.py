@@ -414,10 +414,10 @@ class Ensemble(BaseEstimator):
 
     def combiner_features(self, X) -> pd.DataFrame | None:
         """The feature columns of rows ``X`` as the combiner reads them (None for a combiner
-        that reads only the members' predictions): the schema's features, ID-like columns
-        left out."""
-        if self.combiner_.uses_features == "none":
-            return None
+        that reads only the members' predictions, or a table without feature columns): the
+        schema's features, ID-like columns left out."""
+        if self.combiner_.uses_features == "none" or not self.schema_.features:
+            return None  # (a table whose only columns are text or IDs has no features here)
         X = self.schema_.check(_as_frame(X), source="X")
         return X[self.schema_.features].reset_index(drop=True)
 
