@@ -6,18 +6,18 @@ import lightgbm
 import numpy as np
 import pandas as pd
 import pytest
+from feature_zoo import FeatureZoo, scaled
 from scipy.special import expit, logit, softmax
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict, train_test_split
+from sklearn.model_selection import StratifiedKFold
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from threadpoolctl import threadpool_limits
 
-from ensemblex import Mean, Predictions, Stacking, Weighted
+from ensemblex import Mean, Stacking, Weighted
 from ensemblex.combiners import Combiner
 from ensemblex.combiners.features import encode_features, fit_feature_encoding
 from ensemblex.combiners.fusion import LOGISTIC_CS, RIDGE_ALPHAS, FeatureStacking, candidates
@@ -25,39 +25,13 @@ from ensemblex.combiners.stacking import member_signals
 from ensemblex.metrics import get_metric
 
 
-class FeatureZoo:
-    """Out-of-fold and test predictions of a small zoo with the rows' features."""
-
-    def __init__(self, X, y, members, task, classes=None):
-        stratify = None if task == "regression" else y
-        X_tr, X_te, y_tr, y_te = train_test_split(
-            X, y, test_size=0.3, random_state=0, stratify=stratify
-        )
-        method = "predict" if task == "regression" else "predict_proba"
-        cv = (KFold if task == "regression" else StratifiedKFold)(5, shuffle=True, random_state=0)
-        oof = [cross_val_predict(est, X_tr, y_tr, cv=cv, method=method) for est in members]
-        test = [getattr(est.fit(X_tr, y_tr), method)(X_te) for est in members]
-        oof, test = np.stack(oof, axis=1), np.stack(test, axis=1)
-        if task == "regression":
-            oof, test = oof[..., None], test[..., None]
-        names = [f"m{j}" for j in range(len(members))]
-        self.oof = Predictions(oof, names, task, classes=classes)
-        self.test = Predictions(test, names, task, classes=classes)
-        self.X, self.y, self.X_test, self.y_test = X_tr, y_tr, X_te, y_te
-        self.task = task
-
-
-def _scaled(model):
-    return make_pipeline(StandardScaler(), model)
-
-
 @pytest.fixture(scope="module", params=["regression", "binary", "multiclass"])
 def feature_zoo(request):
     if request.param == "regression":
         X, y = load_diabetes(return_X_y=True)
         members = [
-            _scaled(Ridge(1.0)),
-            _scaled(KNeighborsRegressor(10)),
+            scaled(Ridge(1.0)),
+            scaled(KNeighborsRegressor(10)),
             DecisionTreeRegressor(max_depth=3, random_state=0),
         ]
         return FeatureZoo(X, y, members, "regression")
@@ -66,8 +40,8 @@ def feature_zoo(request):
     )
     X, y = loader(return_X_y=True)
     members = [
-        _scaled(LogisticRegression(C=0.05)),
-        _scaled(KNeighborsClassifier(10)),
+        scaled(LogisticRegression(C=0.05)),
+        scaled(KNeighborsClassifier(10)),
         GaussianNB(),
         DecisionTreeClassifier(max_depth=2, random_state=0),
     ]
@@ -130,7 +104,7 @@ def _reference(design, design_test, z):
 
 def test_linear_meta_model_round_trip_and_missing_class():
     z_X, z_y = load_wine(return_X_y=True)
-    members = [_scaled(LogisticRegression(C=0.05)), GaussianNB()]
+    members = [scaled(LogisticRegression(C=0.05)), GaussianNB()]
     z = FeatureZoo(z_X, z_y, members, "multiclass", classes=np.arange(3))
     keep = z.y != 2
     fused = FeatureStacking().fit(z.oof.take(keep), z.y[keep], X=z.X[keep])
