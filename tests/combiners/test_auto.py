@@ -243,3 +243,27 @@ def test_threads_give_the_same_numbers(zoo):
     assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == set(
         blas_threads
     )
+
+
+def test_features_add_their_default_candidate_unless_its_design_is_too_large(monkeypatch):
+    import ensemblex.combiners.auto as auto_module
+
+    rng = np.random.default_rng(0)
+    n = 240
+    X = rng.normal(size=(n, 3))
+    y = np.where(X[:, 0] + 0.5 * rng.normal(size=n) > 0, "b", "a")
+    p = 1 / (1 + np.exp(-np.stack([X[:, 0], 0.5 * X[:, 0] + X[:, 2]], axis=1)))
+    P = Predictions(np.stack([1 - p, p], axis=2), ["m0", "m1"], "binary", np.array(["a", "b"]))
+    with_features = AutoCombiner(cv=3).fit(P, y, X=X)
+    assert "stack_features_lgbm" in with_features.scores_
+    assert with_features.skipped_for_cost_ == []
+    without = AutoCombiner(cv=3).fit(P, y)
+    assert "stack_features_lgbm" not in without.scores_
+    # rows x outputs x (member signals + features) = 240 x 1 x 5 = 1200 cells
+    monkeypatch.setattr(auto_module, "MAX_FEATURE_DEFAULT_CELLS", 1000)
+    costly = AutoCombiner(cv=3).fit(P, y, X=X)
+    assert "stack_features_lgbm" not in costly.scores_
+    assert costly.skipped_for_cost_ == ["stack_features_lgbm"]
+    # asked by name, it is compared whatever its cost
+    named = AutoCombiner(candidates=["mean", "stack_features_lgbm"], cv=3).fit(P, y, X=X)
+    assert "stack_features_lgbm" in named.scores_
