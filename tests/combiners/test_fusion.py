@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from threadpoolctl import threadpool_limits
 
-from ensemblex import Mean, Stacking, Weighted
+from ensemblex import Mean, Predictions, Stacking, Weighted
 from ensemblex.combiners import Combiner
 from ensemblex.combiners.features import encode_features, fit_feature_encoding
 from ensemblex.combiners.fusion import LOGISTIC_CS, RIDGE_ALPHAS, FeatureStacking, candidates
@@ -251,3 +251,15 @@ def test_lgbm_round_trip_with_a_table_of_numbers_and_categories():
     state["fitted"]["n_signals_"] = 3  # the booster reads 2 signals and 4 feature columns
     with pytest.raises(ValueError, match="booster_ must read 7 columns"):
         Combiner.from_state(state, arrays)
+
+
+def test_lgbm_meta_model_fits_a_handful_of_rows_per_class():
+    # 9 rows of 3 classes: a stratified 20% hold-out (2 rows) cannot hold every class, so
+    # the early-stopping split is drawn unstratified instead of failing
+    rng = np.random.default_rng(0)
+    y = np.tile([0, 1, 2], 3)
+    p = rng.dirichlet(np.ones(3), size=(9, 2))
+    P = Predictions(p, ["a", "b"], "multiclass", classes=np.arange(3))
+    X = rng.normal(size=(9, 2))
+    fused = FeatureStacking(meta="lgbm").fit(P, y, X=X)
+    np.testing.assert_allclose(fused.predict(P, X=X).sum(axis=1), 1.0)

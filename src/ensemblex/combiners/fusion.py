@@ -286,7 +286,11 @@ class FeatureStacking(Combiner):
         stratify = None
         if is_classification(self.task_):
             counts = np.bincount(label.astype(np.intp))
-            stratify = label if counts[counts > 0].min() >= 2 else None
+            present = int((counts > 0).sum())
+            held_out = int(np.ceil(float(self.validation_fraction) * len(label)))
+            # stratified only where every class can appear on both sides
+            if counts[counts > 0].min() >= 2 and min(held_out, len(label) - held_out) >= present:
+                stratify = label
         fit_rows, val_rows = train_test_split(
             rows,
             test_size=float(self.validation_fraction),
