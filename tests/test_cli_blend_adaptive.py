@@ -76,3 +76,69 @@ def test_unsupervised_refuses_what_needs_labels(churn_unlabelled, tmp_path):
     args = ["blend", str(labelled), "--target", "Exited", "--labels", "x.csv"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--labels goes with --unsupervised" in result.output
+
+
+@pytest.fixture(scope="module")
+def cancer_tables(tmp_path_factory):
+    """OOF and test tables of three members on breast cancer, and the rows' features, all
+    keyed by an id column (features in a shuffled order, to check the join)."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict, train_test_split
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.tree import DecisionTreeClassifier
+
+    folder = tmp_path_factory.mktemp("cancer")
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    ids = np.arange(len(y)) * 7 + 3
+    tr, te = train_test_split(np.arange(len(y)), test_size=0.3, random_state=0, stratify=y)
+    members = {
+        "logreg": LogisticRegression(C=0.01, max_iter=3000),
+        "bayes": GaussianNB(),
+        "tree": DecisionTreeClassifier(max_depth=3, random_state=0),
+    }
+    oof = pd.DataFrame({"id": ids[tr], "label": y.iloc[tr].to_numpy()})
+    test = pd.DataFrame({"id": ids[te], "label": y.iloc[te].to_numpy()})
+    for name, est in members.items():
+        oof[name] = cross_val_predict(est, X.iloc[tr], y.iloc[tr], cv=5, method="predict_proba")[
+            :, 1
+        ]
+        test[name] = est.fit(X.iloc[tr], y.iloc[tr]).predict_proba(X.iloc[te])[:, 1]
+    oof.to_csv(folder / "oof.csv", index=False)
+    test.to_csv(folder / "test.csv", index=False)
+    features = X.assign(id=ids).sample(frac=1.0, random_state=0)
+    features.to_csv(folder / "features.csv", index=False)
+    return folder, X, tr, te
+
+
+def test_blend_joins_features_by_id_for_dynamic_selection(cancer_tables, tmp_path):
+    from ensemblex.combiners import KNORAU
+
+    folder, X, tr, te = cancer_tables
+    args = ["blend", str(folder / "oof.csv"), "--target", "label", "--id", "id", "--test"]
+    args += [str(folder / "test.csv"), "--method", "knora_u", "--features"]
+    args += [str(folder / "features.csv"), "--out", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    # the same numbers as the library given the features row by row
+    oof = read_table(folder / "oof.csv", target="label", id_col="id")
+    test = read_table(folder / "test.csv", target="label", id_col="id")
+    fitted = KNORAU().fit(oof.predictions, oof.y, X=X.iloc[tr].reset_index(drop=True))
+    expected = fitted.predict(test.predictions, X=X.iloc[te].reset_index(drop=True))[:, 1]
+    written = pd.read_csv(tmp_path / "predictions.csv")
+    np.testing.assert_allclose(written["prediction"], expected, atol=1e-12)
+    summary = json.loads((tmp_path / "blend.json").read_text())
+    assert summary["method"] == "knora_u" and summary["features"].endswith("features.csv")
+
+
+def test_blend_features_need_every_id_and_the_id_column(cancer_tables, tmp_path):
+    folder = cancer_tables[0]
+    partial = pd.read_csv(folder / "features.csv").iloc[10:]
+    partial.to_csv(tmp_path / "partial.csv", index=False)
+    base = ["blend", str(folder / "oof.csv"), "--target", "label", "--method", "knora_e"]
+    result = runner.invoke(app, [*base, "--id", "id", "--features", str(tmp_path / "partial.csv")])
+    assert result.exit_code == 2 and "no row with id" in result.output
+    result = runner.invoke(app, [*base, "--features", str(folder / "features.csv")])
+    assert result.exit_code == 2 and "--features needs --id" in result.output
+    result = runner.invoke(app, [*base, "--id", "id", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "pass X (--features in the CLI)" in result.output

@@ -49,6 +49,8 @@ def blend_tables(
     written to ``blend.json`` and the predictions table (id column, then ``prediction`` or
     one probability column per class).
     """
+    if features is not None and id_col is None:
+        raise ValueError("--features needs --id: its rows are joined to the predictions by id")
     if unsupervised:
         return _blend_unsupervised(
             oof,
