@@ -122,10 +122,20 @@ def encode_features(encoding: dict, X, source: str = "X") -> np.ndarray:
         values = np.where(np.isfinite(values), values, center)
         parts.append((values - center) / np.asarray(encoding["scale"], dtype=np.float64))
     for name, kept in encoding["categories"].items():
-        cells = frame[name].astype(object).where(frame[name].notna(), None)
-        cells = np.asarray([None if v is None else str(v) for v in cells], dtype=object)
-        parts.append((cells[:, None] == np.asarray(kept, dtype=object)[None, :]).astype(float))
+        codes = _category_codes(frame[name], kept)
+        onehot = np.zeros((len(frame), len(kept)))
+        rows = np.flatnonzero(codes >= 0)
+        onehot[rows, codes[rows]] = 1.0
+        parts.append(onehot)
     return np.hstack(parts) if parts else np.zeros((len(frame), 0))
+
+
+def _category_codes(column, kept: list) -> np.ndarray:
+    """Position of each cell's text among ``kept``; -1 for a missing or unseen category."""
+    import pandas as pd
+
+    text = column.astype(str).where(column.notna())
+    return np.asarray(pd.Categorical(text, categories=list(kept)).codes, dtype=np.intp)
 
 
 def _to_number(column):
