@@ -50,6 +50,17 @@ def test_run_writes_the_run_folder(finished_run):
     kinds = {row["kind"] for row in summary["leaderboard"]}
     assert kinds == {"member", "combiner", "combiner (chosen)"}
     assert all(row["test_score"] is not None for row in summary["leaderboard"])
+    # accuracy beside the primary metric, as the chosen ensemble's deployed line reports it
+    test = pd.read_parquet(out / "test.parquet")
+    hits = {
+        m: float(np.mean((test[m].to_numpy() > 0.5) == (test["Exited"].to_numpy() == 1)))
+        for m in ("lgbm", "random_forest", "linear", "knn")
+    }
+    board = {row["model"]: row for row in summary["leaderboard"]}
+    for member, accuracy in hits.items():
+        assert board[member]["test_accuracy"] == pytest.approx(accuracy)
+    chosen = board[summary["chosen"]]
+    assert chosen["test_accuracy"] == pytest.approx(summary["deployed"]["test_accuracy"])
     oof = pd.read_parquet(out / "oof.parquet")
     test = pd.read_parquet(out / "test.parquet")
     assert list(oof.columns) == ["Exited", "lgbm", "random_forest", "linear", "knn"]

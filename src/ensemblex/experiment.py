@@ -217,7 +217,7 @@ def test_leaderboard(
     (:meth:`~ensemblex.combiners.base.Combiner.predict_folds`), as the model predicts.
     Candidates are refit on all OOF rows (the chosen one already is) and never see test
     labels; the test split is only scored. ``X_test``: the test rows' features, for
-    combiners that read them.
+    combiners that read them. Classification rows also get ``test_accuracy``.
     """
     metric = model.metric_
     y = encode_labels(y_test, model.classes_) if model.classes_ is not None else y_test
@@ -225,6 +225,11 @@ def test_leaderboard(
     P_test = mean_of_folds(P_test_folds)
     member_scores = metric.score_batch(y, P_test.values.transpose(1, 0, 2))
     scores = dict(zip(P_test.members, member_scores))
+    # classification: accuracy beside the primary metric, as papers report it
+    accuracy = {}
+    if model.classes_ is not None:
+        hits = P_test.values.argmax(axis=2) == np.asarray(y)[:, None]
+        accuracy = dict(zip(P_test.members, map(float, hits.mean(axis=0))))
     combiner = model.combiner_
     chosen = getattr(combiner, "method_", None)
     train_features = getattr(model, "_fit_features", None)
@@ -240,8 +245,13 @@ def test_leaderboard(
                 else clone(available_candidates(metric, model.random_state)[name])
             )
             fitted = fitted.fit(model.oof_, model.oof_labels_, X=train_features)
-        scores[name] = metric.score(y, fitted.predict_folds(P_test_folds, X=test_features))
+        outputs = fitted.predict_folds(P_test_folds, X=test_features)
+        scores[name] = metric.score(y, outputs)
+        if model.classes_ is not None:
+            accuracy[name] = float(np.mean(outputs.argmax(axis=1) == y))
         if name != chosen:
             board.loc[board["model"] == name, "fit_seconds"] = time.perf_counter() - start
     board["test_score"] = board["model"].map(scores)
+    if model.classes_ is not None:
+        board["test_accuracy"] = board["model"].map(accuracy)
     return board

@@ -50,7 +50,13 @@ _SUMMARY_TYPES = {
     "leaderboard": list,
 }
 _ROW_KINDS = ("member", "combiner", "combiner (chosen)")
-_ROW_NUMBERS = ("cv_score", "test_score", "fit_seconds", "predict_seconds_per_row")
+_ROW_NUMBERS = (
+    "cv_score",
+    "test_score",
+    "test_accuracy",
+    "fit_seconds",
+    "predict_seconds_per_row",
+)
 
 
 class RunFolder:
