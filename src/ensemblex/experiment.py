@@ -145,9 +145,8 @@ def run_experiment(
             "oof": (model.oof_, y),
             "test": (P_test, y_test),
             "test_folds": (P_test_folds, y_test),
-            "test_output": (test_output, None),
         }
-        run.write(model, tables, summary)
+        run.write(model, tables, summary, test_output=test_output)
         from ensemblex.report import build_report
 
         build_report(Path(out))

@@ -4,7 +4,7 @@ The pyfunc flavour is MLflow's *loader module* kind, not a pickled ``PythonModel
 model holds the saved ensemble folder as it is (:meth:`ensemblex.ensemble.Ensemble.save`) under
 ``data/``, and MLflow calls :func:`_load_pyfunc` on it, which loads it with
 :meth:`~ensemblex.ensemble.Ensemble.load`: every file's digest is checked and no code from
-the files runs (no ``python_model.pkl``, no cloudpickle).
+the files runs: MLflow writes no serialised Python object for this flavour.
 
 MLflow is an optional dependency (``pip install 'ensemblex[mlflow]'``), imported only when one
 of these functions runs. Everything logs to the active tracking URI (``MLFLOW_TRACKING_URI`` or

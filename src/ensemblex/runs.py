@@ -210,20 +210,20 @@ class RunFolder:
         return np.asarray(costs, dtype=float)
 
     # ------------------------------------------------------------ writing
-    def write(self, model, tables: dict[str, tuple], summary: dict):
+    def write(self, model, tables: dict[str, tuple], summary: dict, test_output=None):
         """Write the saved model, the prediction tables (``{"oof": (P, y), "test": (P, y),
-        "test_folds": ([P_fold, ...], y)}``, and ``"test_output": outputs`` (the model's
-        combined output on the test rows, ``(n_test, n_outputs)``) and ``leaderboard.json``
-        (last, so its presence means the run finished)."""
+        "test_folds": ([P_fold, ...], y)}``), the model's combined output on the test rows
+        (``test_output``, ``(n_test, n_outputs)``) and ``leaderboard.json`` (last, so its
+        presence means the run finished)."""
         self.root.mkdir(parents=True, exist_ok=True)
         model.save(self.model_dir)
         files = {"oof": OOF, "test": TEST, "test_folds": TEST_FOLDS}
         for name, (P, labels) in tables.items():
-            if name == "test_output":
-                columns = ["prediction"] if P.shape[1] == 1 else model.output_frame(P).columns[1:]
-                write_frame(pd.DataFrame(P, columns=list(columns)), self.root / TEST_OUTPUT)
-                continue
             write_frame(_wide_table(P, labels, summary["target"]), self.root / files[name])
+        if test_output is not None:
+            columns = model.output_frame(test_output).columns
+            columns = columns if test_output.shape[1] == 1 else columns[1:]  # proba_<class>
+            write_frame(pd.DataFrame(test_output, columns=list(columns)), self.root / TEST_OUTPUT)
         write_json_atomic(summary, self.root / LEADERBOARD)
         self.__dict__.pop("summary", None)
         self.__dict__.pop("oof", None)

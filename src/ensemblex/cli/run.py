@@ -109,8 +109,8 @@ def run(
         parts = sorted(summary["view_weights"].items(), key=lambda kv: -kv[1])
         console.print("weight per view: " + ", ".join(f"{v} {w:.3f}" for v, w in parts))
     console.print(
-        f"wrote {out}/: model/, oof.parquet, test.parquet, test_folds.parquet, leaderboard.json, "
-        "report.html "
+        f"wrote {out}/: model/, oof.parquet, test.parquet, test_folds.parquet, "
+        "test_output.parquet, leaderboard.json, report.html "
         f"({summary['seconds']:.0f}s)"
     )
 

@@ -32,7 +32,6 @@ from ensemblex.tasks import encode_labels, is_classification
 
 # Fitted attributes every combiner has; get_state stores them under their own keys.
 _COMMON_FITTED = ("members_", "task_", "classes_", "n_outputs_", "metric_")
-FEATURE_USES = ("none", "optional", "required")
 STATE_VERSION = 1
 
 
