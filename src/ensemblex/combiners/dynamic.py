@@ -67,6 +67,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ensemblex.combiners.base import Combiner
+from ensemblex.combiners.features import encoded_width
 from ensemblex.tasks import is_classification
 
 # META-DES digitises its meta-features into 11 bins before the multinomial naive Bayes, as
@@ -302,7 +303,7 @@ class DynamicSelection(Combiner):
             encoding = fitted.get("feature_encoding_")
             if not isinstance(encoding, dict) or not {"numeric", "categories"} <= set(encoding):
                 raise ValueError("the state lacks the feature encoding (feature_encoding_)")
-            width = len(encoding["numeric"]) + sum(map(len, encoding["categories"].values()))
+            width = encoded_width(encoding)
             _check_rows(fitted.get("dsel_features_"), n, "dsel_features_", width)
         super()._set_fitted_state(fitted)
         self._indices = {}

@@ -98,6 +98,11 @@ def fit_feature_encoding(X, source: str = "X") -> dict:
     }
 
 
+def encoded_width(encoding: dict) -> int:
+    """Columns :func:`encode_features` makes under ``encoding``."""
+    return len(encoding["numeric"]) + sum(len(kept) for kept in encoding["categories"].values())
+
+
 def encode_features(encoding: dict, X, source: str = "X") -> np.ndarray:
     """``X`` as numbers under a fitted ``encoding``; float64 array (n_rows, n_encoded).
 

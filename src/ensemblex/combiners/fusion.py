@@ -32,8 +32,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from threadpoolctl import threadpool_limits
 
 from ensemblex.combiners.base import Combiner, weighted_average
-from ensemblex.combiners.routing import static_weights
+from ensemblex.combiners.features import encoded_width
 from ensemblex.combiners.stacking import member_signals
+from ensemblex.combiners.weighted import convex_weights
 from ensemblex.tasks import is_classification
 
 # Inverse L2 strengths the logistic meta-model chooses among (on the standardised design):
@@ -62,11 +63,6 @@ def _seed(random_state) -> int:
     if isinstance(random_state, Integral):
         return int(random_state)
     return int(check_random_state(random_state).randint(2**31 - 1))
-
-
-def encoded_width(encoding: dict) -> int:
-    """Columns ``encode_features`` makes under ``encoding``."""
-    return len(encoding["numeric"]) + sum(len(kept) for kept in encoding["categories"].values())
 
 
 def _lightgbm():
@@ -196,7 +192,7 @@ class FeatureStacking(Combiner):
         else:
             m = values.shape[1]
             if self.start == "weighted":
-                self.start_weights_ = static_weights(self, values, y, sample_weight)
+                self.start_weights_ = convex_weights(values, y, self.task_, sample_weight)[0]
             else:
                 self.start_weights_ = np.full(m, 1.0 / m)
             self._fit_lgbm(design, self._start(values), y, sample_weight)

@@ -62,6 +62,7 @@ from scipy.special import log_softmax, softmax, xlogy
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ensemblex.combiners.base import Combiner, WeightedAverage
+from ensemblex.combiners.pooling import log_probabilities
 from ensemblex.tasks import is_classification
 
 # crowd-kit's floor on confusion entries and on the prior (its ``_EPS``).
@@ -906,8 +907,7 @@ class ConsensusWeighting(WeightedAverage):
             return -(w @ np.log(np.maximum(p, _FLOOR)))
         q = np.maximum(consensus, _FLOOR)
         q /= q.sum(axis=1, keepdims=True)
-        p = np.maximum(values, _FLOOR)
-        log_p = np.log(p / p.sum(axis=2, keepdims=True))
+        log_p = log_probabilities(values)
         kl = (q * np.log(q)).sum(axis=1)[:, None] - np.einsum("nk,nmk->nm", q, log_p)
         return w @ kl
 

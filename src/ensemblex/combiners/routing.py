@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from ensemblex.combiners.base import Combiner
 from ensemblex.combiners.features import n_rows
-from ensemblex.combiners.weighted import Weighted
+from ensemblex.combiners.weighted import convex_weights
 from ensemblex.tasks import is_classification
 
 _EPS = np.finfo(np.float64).eps
@@ -154,20 +154,6 @@ def auto_fuzzifier(n_samples: int, n_features: int) -> float:
 
 
 # ---------------------------------------------------------------- fuzzy routing
-def static_weights(combiner: Combiner, values: np.ndarray, y, sample_weight=None) -> np.ndarray:
-    """:class:`Weighted`'s convex weights (m,) on ``values`` (n, m, k) with row weights (n,).
-
-    Called on the arrays ``combiner`` was given (labels already codes), so the inner fit
-    skips the checks and encoding the outer fit has done.
-    """
-    n = len(values)
-    w = np.full(n, 1.0 / n) if sample_weight is None else sample_weight / sample_weight.sum()
-    static = Weighted()
-    static.task_, static.members_ = combiner.task_, combiner.members_
-    static._fit(values, y, w)
-    return static.weights_
-
-
 class FuzzyRouting(Combiner):
     """Convex member weights per fuzzy cluster of the features (GENNAPE-style routing).
 
@@ -271,10 +257,10 @@ class FuzzyRouting(Combiner):
             random_state=self.random_state,
         )
         self.cluster_mass_ = U.T @ s
-        self.global_weights_ = static_weights(self, values, y, s)
+        self.global_weights_ = convex_weights(values, y, self.task_, s)[0]
         shrink = float(self.shrinkage)
         local = [
-            static_weights(self, values, y, U[:, c] * s)
+            convex_weights(values, y, self.task_, U[:, c] * s)[0]
             if shrink < 1 and self.cluster_mass_[c] > 0
             else self.global_weights_
             for c in range(n_clusters)
@@ -425,7 +411,7 @@ class GatedMixture(Combiner):
     def _fit(self, values, y, sample_weight, X):
         n, m, _ = values.shape
         w = np.full(n, 1.0 / n) if sample_weight is None else sample_weight / sample_weight.sum()
-        self.static_weights_ = static_weights(self, values, y, w)
+        self.static_weights_ = convex_weights(values, y, self.task_, w)[0]
         prior = np.log(np.maximum(self.static_weights_, _WEIGHT_FLOOR))
         if is_classification(self.task_):
             A = np.take_along_axis(values, y[:, None, None], axis=2)[..., 0]

@@ -78,24 +78,36 @@ class Weighted(WeightedAverage):
         self.tol = tol
 
     def _find_weights(self, values, y, sample_weight):
-        n, m, _ = values.shape
-        w = np.full(n, 1.0 / n) if sample_weight is None else sample_weight / sample_weight.sum()
-        if is_classification(self.task_):
-            fun = _log_loss_objective(values, y, w)
-        else:
-            fun = _squared_error_objective(values, y, w)
-        result = minimize(
-            fun,
-            np.full(m, 1.0 / m),
-            jac=True,
-            method="SLSQP",
-            bounds=[(0.0, 1.0)] * m,
-            constraints=[
-                {"type": "eq", "fun": lambda v: v.sum() - 1.0, "jac": lambda v: np.ones_like(v)}
-            ],
-            options={"maxiter": 1000, "ftol": self.tol},
-        )
-        # SLSQP leaves dust like 1e-17 on members it dropped: make those exact zeros.
-        weights = np.where(result.x > 1e-9, result.x, 0.0)
-        self.converged_ = bool(result.success)
-        return weights / weights.sum()
+        weights, self.converged_ = convex_weights(values, y, self.task_, sample_weight, self.tol)
+        return weights
+
+
+def convex_weights(
+    values: np.ndarray, y: np.ndarray, task: str, sample_weight=None, tol: float = 1e-10
+) -> tuple[np.ndarray, bool]:
+    """Non-negative member weights summing to one that minimise the mixture's log-loss
+    (classes, ``y`` as codes) or squared error, by SLSQP; and whether SLSQP converged.
+
+    ``values``: (n, m, k); ``sample_weight``: (n,) or None. Shared by :class:`Weighted` and
+    the combiners that start from or shrink toward static weights (routing, fusion).
+    """
+    n, m, _ = values.shape
+    w = np.full(n, 1.0 / n) if sample_weight is None else sample_weight / sample_weight.sum()
+    if is_classification(task):
+        fun = _log_loss_objective(values, y, w)
+    else:
+        fun = _squared_error_objective(values, y, w)
+    result = minimize(
+        fun,
+        np.full(m, 1.0 / m),
+        jac=True,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * m,
+        constraints=[
+            {"type": "eq", "fun": lambda v: v.sum() - 1.0, "jac": lambda v: np.ones_like(v)}
+        ],
+        options={"maxiter": 1000, "ftol": tol},
+    )
+    # SLSQP leaves dust like 1e-17 on members it dropped: make those exact zeros.
+    weights = np.where(result.x > 1e-9, result.x, 0.0)
+    return weights / weights.sum(), bool(result.success)
