@@ -337,11 +337,6 @@ def _output_calibration(
     return scale, bias, temperature
 
 
-def _with_default_calibration(fitted: dict, k: int) -> dict:
-    """A state saved before the consensus calibration existed: scale 1, no bias."""
-    return {"scale_": 1.0, "bias_": np.zeros(k), **fitted}
-
-
 def _check_calibration(fitted: dict, k: int) -> None:
     """Refuse a stored calibration that is not a positive scale, k finite biases and a
     positive temperature."""
@@ -619,7 +614,6 @@ class DawidSkene(Combiner):
 
     def _set_fitted_state(self, fitted: dict) -> None:
         m, k = len(self.members_), int(self.n_outputs_)
-        fitted = _with_default_calibration(fitted, k)
         prior = np.asarray(fitted.get("prior_"), dtype=np.float64)
         confusion = np.asarray(fitted.get("confusion_"), dtype=np.float64)
         if prior.shape != (k,) or not np.all(prior > 0) or not np.all(np.isfinite(prior)):
@@ -819,7 +813,6 @@ class SpectralMetaLearner(Combiner):
 
     def _set_fitted_state(self, fitted: dict) -> None:
         m, k = len(self.members_), int(self.n_outputs_)
-        fitted = _with_default_calibration(fitted, k)
         weights = np.asarray(fitted.get("class_weights_"), dtype=np.float64)
         if weights.shape != (k, m) or not np.all(weights >= 0) or not np.all(np.isfinite(weights)):
             raise ValueError(
