@@ -57,6 +57,41 @@ def make_splits(y: np.ndarray, task: str, folds: int, random_state: int, classes
     return list(splitter.split(np.zeros(len(y)), y))
 
 
+def check_splits(splits: list, n_rows: int) -> list:
+    """Given ``(train, valid)`` row-index pairs, checked: integer rows in range, disjoint
+    within a pair, each row validated at most once (it has one out-of-fold prediction).
+
+    >>> check_splits([([0, 1], [2, 3])], 5)[0][1]
+    array([2, 3])
+    """
+    if not splits:
+        raise ValueError("cv must give at least one (train, valid) split, however: none")
+    checked, seen = [], np.zeros(n_rows, dtype=bool)
+    for k, pair in enumerate(splits):
+        try:
+            train, valid = (np.asarray(part) for part in pair)
+        except (TypeError, ValueError):
+            raise ValueError(f"cv split {k} must be a (train, valid) pair of row indices") from None
+        for part, what in ((train, "train"), (valid, "valid")):
+            if part.ndim != 1 or len(part) == 0 or not np.issubdtype(part.dtype, np.integer):
+                raise ValueError(
+                    f"cv split {k}: {what} rows must be a non-empty 1-d array of row indices, "
+                    f"however: {part!r}"
+                )
+            if part.min() < 0 or part.max() >= n_rows:
+                raise ValueError(
+                    f"cv split {k}: {what} rows must lie in [0, {n_rows}), however: "
+                    f"{int(part.min())}..{int(part.max())}"
+                )
+        if np.intersect1d(train, valid).size or seen[valid].any() or len(set(valid)) < len(valid):
+            raise ValueError(
+                f"cv split {k}: a row is validated twice or both trained and validated on"
+            )
+        seen[valid] = True
+        checked.append((train.astype(np.int64), valid.astype(np.int64)))
+    return checked
+
+
 def fit_fold(
     task_: FoldTask,
     X: pd.DataFrame,
@@ -155,6 +190,9 @@ def crossfit(
 ) -> tuple[Predictions, dict]:
     """Cross-fit every member; return OOF predictions and seconds per member (column).
 
+    The predictions are those of the rows some split validates, in row order: all rows for
+    K folds, the held-out rows for a predefined hold-out.
+
     Folds already in ``store`` (and intact) are not refit. ``X`` holds every column of the
     table (each member reads what it needs); ``y`` holds class codes for classification.
     ``progress(label, done, total)`` is called as folds finish.
@@ -201,8 +239,9 @@ def crossfit(
             }
             costs.append(seconds[name]["predict_per_row"] * len(splits))
         start += len(names)
+    covered = np.unique(np.concatenate([valid for _, valid in splits]))
     P = Predictions(
-        values,
+        values[covered] if len(covered) < len(y) else values,
         [name for names in columns for name in names],
         task,
         classes=classes,

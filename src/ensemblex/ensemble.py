@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import numbers
 import os
 import shutil
 import tempfile
@@ -29,7 +30,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from ensemblex.combiners import AutoCombiner, available_candidates
 from ensemblex.combiners.persistence import combiner_state, load_combiner
-from ensemblex.crossfit import FULL, crossfit, make_splits, refit_full
+from ensemblex.crossfit import FULL, check_splits, crossfit, make_splits, refit_full
 from ensemblex.files import sha256_file, write_text_atomic
 from ensemblex.labels import NESTED_CV
 from ensemblex.members.base import MEMBER_FILE, Member, load_member
@@ -192,19 +193,16 @@ class Ensemble(BaseEstimator):
             # one zoo per view, each member seeing only its view's columns
             self.views_ = check_views(self.views, self.schema_.features)
             members = view_members(self.views_, members)
-        splits = make_splits(
-            codes if self._classifier else y,
-            self.task_,
-            int(self.cv),
-            self.random_state,
-            classes=self.classes_,
-        )
+        splits = self._make_splits(codes if self._classifier else y)
+        # rows that some split validates: with a predefined hold-out (members fitted on some
+        # rows, the combiner on the others) the rest are training rows only
+        covered = np.unique(np.concatenate([valid for _, valid in splits]))
         temporary = not self.work_dir
         root = Path(tempfile.mkdtemp(prefix="ensemblex-")) if temporary else Path(self.work_dir)
         fingerprint = {
             "data": _frame_hash(X, y),
             "members": [m.fingerprint() for m in members],
-            "folds": int(self.cv),
+            "folds": _splits_fingerprint(self.cv, splits),
             "seed": self.random_state,
             "task": self.task_,
         }
@@ -227,13 +225,15 @@ class Ensemble(BaseEstimator):
         self.crossfit_seconds_ = time.perf_counter() - start
         self.member_names_ = list(P.members)
         self.member_seconds_ = seconds
+        labels = self.classes_[codes] if self._classifier else codes
+        if len(covered) < len(y):  # crossfit's predictions are of these rows only
+            labels = labels[covered]
         self.oof_ = P
         self.combiner_ = self._make_combiner()
-        labels = self.classes_[codes] if self._classifier else codes
         self.oof_labels_ = labels
         # the training rows' features, for a combiner that reads them (dynamic selection,
         # routing, fusion); kept while the estimator lives, not saved
-        self._fit_features = self.combiner_features(X)
+        self._fit_features = self.combiner_features(X.iloc[covered])
         start = time.perf_counter()
         if isinstance(self.combiner_, AutoCombiner) and progress is not None:
 
@@ -296,10 +296,35 @@ class Ensemble(BaseEstimator):
         self.leaderboard_ = self._leaderboard(P, labels)
         return self
 
+    def _make_splits(self, target: np.ndarray) -> list:
+        """The cross-fitting splits: ``cv`` folds, or those of a splitter (such as
+        scikit-learn's ``PredefinedSplit``: members fitted on fixed rows, the combiner on the
+        rows they predict) or of a list of ``(train, valid)`` index pairs."""
+        if isinstance(self.cv, numbers.Integral) and not isinstance(self.cv, bool):
+            return make_splits(
+                target, self.task_, int(self.cv), self.random_state, classes=self.classes_
+            )
+        if hasattr(self.cv, "split") and not isinstance(self.cv, str):
+            splits = list(self.cv.split(np.zeros((len(target), 1)), target))
+        elif isinstance(self.cv, list | tuple):
+            splits = list(self.cv)
+        else:
+            raise ValueError(
+                "cv must be a number of folds, a splitter with split() or a list of "
+                f"(train, valid) index pairs, however: cv={self.cv!r}"
+            )
+        return check_splits(splits, len(target))
+
+    def _nested_folds(self) -> int:
+        """Outer folds of the combiner's nested CV: ``cv`` when it is a number of folds."""
+        if isinstance(self.cv, numbers.Integral) and not isinstance(self.cv, bool):
+            return int(self.cv)
+        return 5
+
     def _make_combiner(self):
         if self.combiner == "auto":
             return AutoCombiner(
-                metric=self.metric_, cv=int(self.cv), random_state=self.random_state
+                metric=self.metric_, cv=self._nested_folds(), random_state=self.random_state
             )
         if isinstance(self.combiner, str):
             pool = available_candidates(self.metric_, self.random_state)
@@ -752,6 +777,18 @@ def _as_frame(X) -> pd.DataFrame:
     if array.ndim != 2:
         raise ValueError(f"X must be 2-dimensional, however: X.shape={array.shape}")
     return pd.DataFrame(array, columns=[f"x{i}" for i in range(array.shape[1])])
+
+
+def _splits_fingerprint(cv, splits: list):
+    """The folds as the run store records them: their number, or a digest of the rows of
+    each given split (a changed hold-out means a new run)."""
+    if isinstance(cv, numbers.Integral) and not isinstance(cv, bool):
+        return int(cv)
+    h = hashlib.sha256()
+    for train, valid in splits:
+        h.update(np.asarray(train, dtype=np.int64).tobytes() + b"|")
+        h.update(np.asarray(valid, dtype=np.int64).tobytes() + b"/")
+    return f"splits:{len(splits)}:{h.hexdigest()[:16]}"
 
 
 def _frame_hash(X: pd.DataFrame, y: np.ndarray) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import PredefinedSplit, train_test_split
 
 from ensemblex.combiners import available_candidates
 from ensemblex.ensemble import Ensemble, EnsembleClassifier, EnsembleRegressor
@@ -38,6 +38,7 @@ def run_experiment(
     refit_full: bool = False,
     combiner="auto",
     views: dict | None = None,
+    split_column: str | None = None,
     source: str = "data",
     zoo_label: str | None = None,
     on_task: Callable[[str], None] | None = None,
@@ -66,6 +67,12 @@ def run_experiment(
     views : dict of str to list of str, optional
         Multi-view members: the zoo fitted once per view (named columns), members named
         ``view/member``.
+    split_column : str, optional
+        A predefined split instead of ``test_size`` and ``folds``: the column's ``train``
+        rows fit the members, its ``val`` (or ``valid``, ``validation``) rows fit the
+        combiner on the members' predictions of them, its ``test`` rows are scored; other
+        rows (``unlabeled``, say) are not fitted on, and their target may be missing (graph
+        members still see their features and edges).
     source : str
         Name of the table in messages and in the summary.
     on_task, progress : callable, optional
@@ -82,28 +89,44 @@ def run_experiment(
         raise ValueError(
             f"{source}: unknown target column {target!r}; columns are {list(frame.columns)}"
         )
-    y_all = frame[target]
+    roles = None if split_column is None else split_roles(frame, split_column, source)
+    used = frame if roles is None else frame[roles != ""]
+    y_all = used[target]
     if y_all.isna().any():
         raise ValueError(
             f"{source}: target column {target!r} is missing at row "
-            f"{int(np.argmax(y_all.isna().to_numpy()))}"
+            f"{int(used.index[np.argmax(y_all.isna().to_numpy())])}"
         )
     task = detect_task(y_all, task, source=source)
     if on_task is not None:
         on_task(task)
     if callable(members):
         members = members(task)
-    X_all = frame.drop(columns=target)
-    stratify = None if task == "regression" else y_all
-    X, X_test, y, y_test = train_test_split(
-        X_all, y_all.to_numpy(), test_size=test_size, random_state=seed, stratify=stratify
-    )
+    if roles is None:
+        stratify = None if task == "regression" else y_all
+        X, X_test, y, y_test = train_test_split(
+            frame.drop(columns=target),
+            y_all.to_numpy(),
+            test_size=test_size,
+            random_state=seed,
+            stratify=stratify,
+        )
+        cv = folds
+    else:
+        # the members are fitted on the "train" rows, the combiner on their predictions of
+        # the "val" rows, and the "test" rows are only scored
+        fit_rows = frame[(roles == "train") | (roles == "val")]
+        test_rows = frame[roles == "test"]
+        X = fit_rows.drop(columns=[target, split_column])
+        X_test = test_rows.drop(columns=[target, split_column])
+        y, y_test = fit_rows[target].to_numpy(), test_rows[target].to_numpy()
+        cv = PredefinedSplit(np.where(roles[roles.isin(["train", "val"])] == "val", 0, -1))
     run = RunFolder(out)
     with run.lock():
         estimator = EnsembleRegressor if task == "regression" else EnsembleClassifier
         model = estimator(
             members=members,
-            cv=folds,
+            cv=cv,
             random_state=seed,
             backend=backend,
             n_jobs=n_jobs,
@@ -123,8 +146,9 @@ def run_experiment(
             "target": target,
             "task": task,
             "zoo": zoo_label if zoo_label is not None else str(members),
-            "folds": folds,
-            "test_size": test_size,
+            "folds": folds if roles is None else "predefined",
+            "test_size": test_size if roles is None else len(X_test) / (len(X) + len(X_test)),
+            **({} if roles is None else {"split": _split_summary(roles, split_column)}),
             "seed": seed,
             "backend": backend,
             "metric": model.metric_.name,
@@ -142,7 +166,7 @@ def run_experiment(
             "seconds": time.perf_counter() - start,
         }
         tables = {
-            "oof": (model.oof_, y),
+            "oof": (model.oof_, model.oof_labels_),
             "test": (P_test, y_test),
             "test_folds": (P_test_folds, y_test),
         }
@@ -151,6 +175,43 @@ def run_experiment(
 
         build_report(Path(out))
     return summary
+
+
+SPLIT_ROLES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
+
+
+def split_roles(frame: pd.DataFrame, column: str, source: str = "data") -> pd.Series:
+    """Each row's role in a predefined split: ``"train"``, ``"val"``, ``"test"`` or ``""``
+    (any other value: a row that is not fitted on nor scored).
+
+    >>> split_roles(pd.DataFrame({"s": ["train", "val", "test", "unlabeled"]}), "s").tolist()
+    ['train', 'val', 'test', '']
+    """
+    if column not in frame.columns:
+        raise ValueError(f"{source}: unknown split column {column!r}; columns are {list(frame)}")
+    roles = frame[column].astype("string").str.strip().str.lower().map(SPLIT_ROLES).fillna("")
+    missing = [role for role in ("train", "val", "test") if not (roles == role).any()]
+    if missing:
+        values = sorted(map(str, frame[column].unique()))[:10]
+        raise ValueError(
+            f"{source}: split column {column!r} must have train, val and test rows, however "
+            f"it has no {' or '.join(missing)} rows (values: {values})"
+        )
+    return roles.astype(object)
+
+
+def _split_summary(roles: pd.Series, column: str) -> dict:
+    counts = roles.value_counts()
+    return {
+        "column": column,
+        "rows": {role or "other": int(n) for role, n in counts.items()},
+    }
 
 
 def deployed_summary(model: Ensemble, X_test, y_test) -> tuple[dict, np.ndarray]:
