@@ -207,7 +207,7 @@ def infer_schema(X: pd.DataFrame, source: str = "data") -> Schema:
         else:
             categorical.append(col)
     if dropped:
-        log.warning("%s: dropping ID-like columns %s", source, dropped)
+        log.warning("%s: dropping ID-like columns %s from the tabular encodings", source, dropped)
     dtypes = {str(c): str(X[c].dtype) for c in X.columns}
     return Schema(numeric, categorical, dropped, dtypes, {}, _categories(X, categorical))
 

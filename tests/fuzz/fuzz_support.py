@@ -291,10 +291,15 @@ def cheap_zoo(name: str, task: str, random_state: int = 0):
 @contextmanager
 def cheap_zoo_patched():
     """``--zoo fast`` cross-fits :func:`cheap_zoo` (the CLI and its validation stay real)."""
+    import sys
+
     import ensemblex.members
+    import ensemblex.members.zoo  # noqa: F401  (the module, shadowed by its function)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ensemblex.members, "zoo", cheap_zoo)
+        # table_zoo (what `run` calls) reaches the zoo through its module
+        mp.setattr(sys.modules["ensemblex.members.zoo"], "zoo", cheap_zoo)
         yield
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 
 from ensemblex.members import FoldContext, load_member, member_from_spec
-from ensemblex.members.text import TfidfLogistic
+from ensemblex.members.text import TfidfLogistic, TfidfRidge, text_columns, text_members
 from ensemblex.preprocessing import infer_schema
 
 TOPICS = {
@@ -150,3 +150,72 @@ def test_a_damaged_pipeline_is_a_value_error_naming_it(tmp_path, damage_guard):
     )
     with pytest.raises(ValueError, match=expected):
         load_member(folder)
+
+
+# ---------------------------------------------------------------- regression, detection, zoo
+def test_tfidf_ridge_predicts_like_the_scikit_learn_pipeline_and_round_trips(tmp_path):
+    X, labels = sentences(60)
+    y = (labels == "spam") * 3.0 + np.arange(60) / 60
+    template = TfidfRidge("ridge", analyzer="char_wb", ngram_max=3, C=2.0)
+    fitted = template.fit(X[:40], y[:40], FoldContext("regression", infer_schema(X)))
+    pred = fitted.predict(X[40:])
+    reference = make_pipeline(
+        TfidfVectorizer(sublinear_tf=True, min_df=2, analyzer="char_wb", ngram_range=(2, 3)),
+        Ridge(alpha=0.5),
+    ).fit(X["message"][:40], y[:40])
+    np.testing.assert_allclose(pred[:, 0, 0], reference.predict(X["message"][40:]), atol=1e-12)
+    assert np.corrcoef(pred[:, 0, 0], y[40:])[0, 1] > 0.8
+    loaded = load_member(fitted.save(tmp_path / "ridge"))
+    assert isinstance(loaded, TfidfRidge) and loaded.task == "regression"
+    np.testing.assert_array_equal(loaded.predict(X[40:]), pred)
+    with pytest.raises(ValueError, match="TfidfRidge is for regression"):
+        _fit(TfidfRidge("r"), X, labels)
+    with pytest.raises(ValueError, match="analyzer must be one of"):
+        _fit(TfidfLogistic("t", analyzer="char"), X, labels)
+
+
+def test_text_columns():
+    X, _ = sentences(40)
+    rng = np.random.default_rng(0)
+    frame = X.assign(
+        sex=rng.choice(["Male", "Female"], 40),
+        name=[f"Ann Smith{i}" for i in range(40)],  # two words: a name, not free text
+        degree=rng.choice(["Bachelor of Arts degree", "Master of Science degree"], 40),
+        amount=rng.normal(size=40),
+        short=[f"{t} and more words here" for t in X["message"]],
+        empty=None,
+    )
+    assert text_columns(frame) == ["short", "message"]  # longest texts first
+    mostly = frame.assign(message=frame["message"].where(np.arange(40) % 4 > 0))
+    assert "message" in text_columns(mostly)  # missing cells do not count
+    assert text_columns(frame[["sex", "name", "amount"]]) == []
+    with pytest.raises(TypeError, match="frame must be a pandas DataFrame"):
+        text_columns(frame.to_numpy())
+    # a member without a column reads the free-text column, not the longest strings
+    long_ids = X.assign(id=[f"customer-reference-{i:040d}" for i in range(40)])
+    fitted, _ = _fit(TfidfLogistic("t"), long_ids, sentences(40)[1])
+    assert fitted.column == "message"
+
+
+def test_text_members():
+    binary = text_members("binary", random_state=3)
+    assert [(m.name, m.family) for m in binary] == [
+        ("tfidf_words", "tfidf_logistic"),
+        ("tfidf_chars", "tfidf_logistic"),
+        ("minilm_linear", "sentence_embedding"),
+        ("minilm_mlp", "sentence_embedding"),
+    ]
+    assert binary[3].random_state == 3 and binary[1].analyzer == "char_wb"
+    regression = text_members("regression", columns=["title", "body"])
+    assert [m.name for m in regression][:5] == [
+        "tfidf_words@title",
+        "tfidf_chars@title",
+        "minilm_linear@title",
+        "minilm_mlp@title",
+        "tfidf_words@body",
+    ]
+    assert isinstance(regression[0], TfidfRidge) and regression[4].column == "body"
+    with pytest.raises(ValueError, match="task must be"):
+        text_members("ranking")
+    with pytest.raises(ValueError, match="columns must be a list"):
+        text_members("binary", columns="body")

@@ -52,6 +52,21 @@ def run(
         help='Multi-view members: a JSON file {"view name": [columns], ...}; the zoo is '
         "fitted once per view and all members are combined.",
     ),
+    edges: Path | None = typer.Option(
+        None,
+        "--edges",
+        help="Graph edges (CSV/Parquet with source,target columns of node ids): the rows are "
+        "nodes and the zoo is the graph zoo (GCN, GAT, GraphSAGE, APPNP, SGC, MLP, label "
+        "propagation); a `split` column, when present, is the predefined split.",
+    ),
+    node_column: str = typer.Option("node", "--node-column", help="Node ids (with --edges)."),
+    split_column: str | None = typer.Option(
+        None,
+        "--split-column",
+        help="A predefined split instead of --test-size/--folds: members fit the `train` "
+        "rows, the combiner their predictions of the `val` rows, `test` rows are scored; "
+        "other rows are not fitted on.",
+    ),
     out: Path = typer.Option(Path("ensemblex-run"), "--out", help="Run folder."),
 ) -> None:
     """Cross-fit a zoo, choose a combiner by nested CV, and write the run folder.
@@ -62,7 +77,7 @@ def run(
     """
     from ensemblex.experiment import run_experiment
     from ensemblex.members import member_from_spec
-    from ensemblex.members import zoo as zoo_members
+    from ensemblex.members.zoo import table_zoo
     from ensemblex.tables import read_data
 
     if data is None:
@@ -77,9 +92,40 @@ def run(
         if zoo is Zoo.none and not extra:
             raise ValueError("--zoo none needs at least one --member")
 
+        graph = None
+        if edges is not None:
+            from ensemblex.graphs import Graph
+
+            if split_column is None and "split" in frame.columns:
+                split_column = "split"
+            exclude = [target] + ([split_column] if split_column else [])
+            graph = Graph.from_frames(
+                frame,
+                read_data(edges),
+                node_column=node_column,
+                exclude=exclude,
+                nodes_name=str(data),
+                edges_name=str(edges),
+            )
+            console.print(
+                f"graph: {graph.n_nodes} nodes, {graph.n_edges} edges, "
+                f"{graph.n_features} node features"
+            )
+
         def members(task_: str):
-            base = [] if zoo is Zoo.none else zoo_members(zoo.value, task_, seed)
-            return base + extra
+            if zoo is Zoo.none:
+                return extra
+            features = frame.drop(columns=[target] + ([split_column] if split_column else []))
+            if graph is None:
+                from ensemblex.members.text import text_columns
+
+                texts = text_columns(features)
+                if texts:
+                    console.print(f"text columns, read by the text members: {texts}")
+            return (
+                table_zoo(zoo.value, task_, features, seed, graph=graph, node_column=node_column)
+                + extra
+            )
 
         with FoldProgress() as (on_task, progress):
             summary = run_experiment(
@@ -96,6 +142,7 @@ def run(
                 seed=seed,
                 refit_full=refit_full,
                 views=view_columns,
+                split_column=split_column,
                 source=str(data),
                 zoo_label=zoo.value + "".join(f" +{spec}" for spec in member),
                 on_task=on_task,

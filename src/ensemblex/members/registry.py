@@ -11,12 +11,17 @@ from importlib import import_module
 FAMILIES: dict[str, str] = {
     "sklearn": "ensemblex.members.sklearn:SklearnMember",
     "lightgbm": "ensemblex.members.lightgbm:LightGBMMember",
+    "lightgbm_gaussian": "ensemblex.members.distributional:LightGBMGaussian",
     "xgboost": "ensemblex.members.xgboost:XGBoostMember",
     "catboost": "ensemblex.members.catboost:CatBoostMember",
     "torch": "ensemblex.members.torch:TorchMember",
     "prefitted": "ensemblex.members.prefitted:PrefittedMember",
     "tfidf_logistic": "ensemblex.members.text:TfidfLogistic",
+    "tfidf_ridge": "ensemblex.members.text:TfidfRidge",
+    "sentence_embedding": "ensemblex.members.embeddings:SentenceEmbedding",
+    "zero_shot_prompts": "ensemblex.members.prompts:ZeroShotPrompts",
     "view": "ensemblex.members.views:ViewMember",
+    "graph": "ensemblex.members.graph:GraphMember",
 }
 
 # Families that wrap a user's estimator, asked in this order which one accepts it; the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
@@ -157,6 +158,67 @@ def zoo(name: str, task: str, random_state: int = 0) -> list[Member]:
             ),
         ]
     return [member(n, est) for n, est in members]
+
+
+def table_zoo(
+    name: str,
+    task: str,
+    X: pd.DataFrame,
+    random_state: int = 0,
+    graph=None,
+    node_column: str = "node",
+) -> list[Member]:
+    """The zoo ``name`` for what the table holds.
+
+    - with a ``graph`` (:class:`ensemblex.graphs.Graph`; the rows are its nodes): the graph
+      zoo, :func:`ensemblex.members.graph.graph_members` (3 seeds per architecture for
+      ``fast``, 10 otherwise);
+    - with free-text columns (:func:`ensemblex.members.text.text_columns`): the text zoo,
+      :func:`ensemblex.members.text.text_members` (TF-IDF members only for ``fast``), plus
+      the tabular zoo ``name`` when other feature columns remain (a mixed table);
+    - otherwise the tabular zoo, :func:`zoo`.
+
+    Parameters
+    ----------
+    name : {"default", "fast", "deep"}
+    task : {"regression", "binary", "multiclass"}
+    X : DataFrame
+        The table's feature columns (target and split columns left out).
+    random_state : int
+    graph : Graph, optional
+    node_column : str, default "node"
+        With a graph: the column of ``X`` holding each row's node id.
+    """
+    if graph is not None:
+        from ensemblex.members.graph import graph_members
+
+        seeds = 3 if name == "fast" else 10
+        return graph_members(graph, task, random_state, n_seeds=seeds, node_column=node_column)
+    from ensemblex.members.text import text_columns, text_members
+
+    texts = text_columns(X)
+    if not texts:
+        return zoo(name, task, random_state)
+    members = text_members(task, random_state, columns=texts, embeddings=name != "fast")
+    others = X.drop(columns=texts)
+    if others.shape[1] and has_tabular_features(others):
+        members += zoo(name, task, random_state)
+    return members
+
+
+def has_tabular_features(X: pd.DataFrame) -> bool:
+    """Whether any column of ``X`` is a feature the tabular encodings read (not ID-like)."""
+    import logging
+
+    from ensemblex.preprocessing import infer_schema
+
+    logger = logging.getLogger("ensemblex.preprocessing")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the ensemble warns about dropped columns itself
+    try:
+        return bool(infer_schema(X, source="X").features)
+    finally:
+        logger.setLevel(level)
 
 
 def deep_members(task: str, random_state: int = 0) -> list[Member]:
