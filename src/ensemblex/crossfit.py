@@ -14,7 +14,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from ensemblex.executors import run_tasks
 from ensemblex.labels import REFIT_FULL
 from ensemblex.members.base import FoldContext, Member, load_member
-from ensemblex.predictions import Predictions
+from ensemblex.predictions import VALUE_OUTPUTS, Predictions
 from ensemblex.preprocessing import Schema
 from ensemblex.store import RunStore
 
@@ -197,6 +197,7 @@ def crossfit(
     table (each member reads what it needs); ``y`` holds class codes for classification.
     ``progress(label, done, total)`` is called as folds finish.
     """
+    outputs = member_outputs(members, task)  # before fitting: mixed outputs are refused
     pending = [
         FoldTask(member, k, train, valid)
         for member in members
@@ -217,7 +218,7 @@ def crossfit(
         ray_address=ray_address,
         progress=progress,
     )
-    n_outputs = 1 if task == "regression" else len(classes)
+    n_outputs = len(classes) if task != "regression" else len(outputs or VALUE_OUTPUTS)
     columns = [member.column_names() for member in members]
     values = np.zeros((len(y), sum(map(len, columns)), n_outputs))
     seconds, costs, start = {}, [], 0
@@ -246,9 +247,32 @@ def crossfit(
         task,
         classes=classes,
         costs=costs,
+        outputs=outputs,
         source="out-of-fold predictions",
     )
     return P, seconds
+
+
+def member_outputs(members: list[Member], task: str) -> tuple[str, ...] | None:
+    """The outputs every regression member predicts (:meth:`Member.outputs`): None for a
+    value, or names such as ``("mean", "var")``; None for classification.
+
+    Members that predict different things are refused: a point prediction is no Gaussian of
+    variance zero (it has no density, so the mixture's likelihood is undefined), and
+    combiners read one kind of output.
+    """
+    if task != "regression":
+        return None
+    found = {member.name: member.outputs() or VALUE_OUTPUTS for member in members}
+    kinds = set(found.values())
+    if len(kinds) > 1:
+        listing = ", ".join(f"{name}: {out}" for name, out in found.items())
+        raise ValueError(
+            "members must all predict the same outputs (all values, or all Gaussians "
+            f"('mean', 'var')), however: {listing}"
+        )
+    outputs = kinds.pop() if kinds else VALUE_OUTPUTS
+    return None if outputs == VALUE_OUTPUTS else outputs
 
 
 def refit_full(

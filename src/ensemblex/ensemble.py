@@ -30,7 +30,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from ensemblex.combiners import AutoCombiner, available_candidates
 from ensemblex.combiners.persistence import combiner_state, load_combiner
-from ensemblex.crossfit import FULL, check_splits, crossfit, make_splits, refit_full
+from ensemblex.crossfit import (
+    FULL,
+    check_splits,
+    crossfit,
+    make_splits,
+    member_outputs,
+    refit_full,
+)
 from ensemblex.files import sha256_file, write_text_atomic
 from ensemblex.labels import NESTED_CV
 from ensemblex.members.base import MEMBER_FILE, Member, load_member
@@ -322,6 +329,11 @@ class Ensemble(BaseEstimator):
         return 5
 
     def _make_combiner(self):
+        if self.combiner == "auto" and self.oof_.output_kind == "gaussian":
+            from ensemblex.combiners.mixture import MixtureWeights
+
+            # Gaussian members: the mixture's weights and dispersion, fitted by CRPS
+            return MixtureWeights(metric=self.metric_, random_state=self.random_state)
         if self.combiner == "auto":
             return AutoCombiner(
                 metric=self.metric_, cv=self._nested_folds(), random_state=self.random_state
@@ -385,6 +397,7 @@ class Ensemble(BaseEstimator):
             self.member_names_,
             self.task_,
             classes=self.classes_,
+            outputs=folds[0].outputs,
             source="member predictions",
         )
 
@@ -418,7 +431,9 @@ class Ensemble(BaseEstimator):
         encoded: dict = {}
         per_member = {m.name: m.predict_folds(X, encoded) for m in members}
         n_folds = len(members[0].folds)
-        n_outputs = 1 if self.classes_ is None else len(self.classes_)
+        # regression members' outputs: None for a value, ("mean", "var") for Gaussians
+        outputs = member_outputs([m.folds[0] for m in members], self.task_)
+        n_outputs = len(self.classes_) if self.classes_ is not None else len(outputs or (0,))
         filler = 0.0 if self.classes_ is None else 1.0 / n_outputs
         values = np.full((n_folds, len(X), len(self.member_names_), n_outputs), filler)
         position = {name: j for j, name in enumerate(self.member_names_)}
@@ -432,6 +447,7 @@ class Ensemble(BaseEstimator):
                 self.member_names_,
                 self.task_,
                 classes=self.classes_,
+                outputs=outputs,
                 source=f"member predictions, fold {k}",
             )
             for k in range(n_folds)
@@ -835,8 +851,42 @@ class EnsembleRegressor(RegressorMixin, Ensemble):
     _classifier = False
 
     def predict(self, X) -> np.ndarray:
-        """Predicted values, shape (n_samples,)."""
+        """Predicted values, shape (n_samples,): the mixture's mean for Gaussian members."""
         return self._predict_outputs(X)[:, 0]
+
+    def predict_distribution(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of the predicted distribution, ``(n_samples,)`` each.
+
+        Needs members that predict a Gaussian (outputs ``("mean", "var")``) and a combiner
+        that mixes them: :class:`~ensemblex.combiners.mixture.MixtureWeights` (the default
+        for such members), or one that is a weight vector (its weights then mix the members'
+        Gaussians, each fold model's mixture averaged as ``MixtureWeights`` does).
+        """
+        from ensemblex.combiners.base import mixture_weights
+        from ensemblex.combiners.mixture import MixtureWeights
+        from ensemblex.metrics.probabilistic import mixture_moments
+
+        folds = self.member_fold_predictions(X)
+        if folds[0].output_kind != "gaussian":
+            raise ValueError(
+                "predict_distribution needs members that predict a Gaussian, outputs "
+                f"('mean', 'var'), however: outputs={folds[0].outputs!r}"
+            )
+        if isinstance(self.combiner_, MixtureWeights):
+            out = self.combiner_.predict_folds(folds)
+            return out[:, 0], out[:, 1]
+        weights = mixture_weights(self.combiner_)
+        if weights is None:
+            raise ValueError(
+                "predict_distribution needs a combiner that mixes the members (MixtureWeights "
+                f"or a weight vector), however: combiner={type(self.combiner_).__name__}"
+            )
+        moments = [
+            mixture_moments(P.values[:, :, 0], np.maximum(P.values[:, :, 1], 1e-300), weights)
+            for P in folds
+        ]
+        mean = np.mean([m for m, _ in moments], axis=0)
+        return mean, np.mean([v for _, v in moments], axis=0)
 
 
 class EnsembleClassifier(ClassifierMixin, Ensemble):

@@ -6,6 +6,8 @@
 - ``pooling``: :class:`Pooling` (log-linear pool / non-negative least squares)
 - ``stacking``: :class:`Stacking` (regularised meta-models, the four-stage pipeline)
 - ``layered``: :class:`CombinerEnsemble` (a weighted mean of combiners)
+- ``mixture``: :class:`MixtureWeights` (Gaussian members: mixture weights and dispersion by
+  CRPS or NLL)
 - ``dynamic``: per-sample selection by the members' accuracy near each row: :class:`OLA`,
   :class:`LCA`, :class:`KNORAE`, :class:`KNORAU`, :class:`DESP`, :class:`METADES`,
   :class:`KNOP` (neighbours in the space of the members' outputs: no features needed)
@@ -33,6 +35,7 @@ from ensemblex.combiners.labelfree import (
     SpectralMetaLearner,
 )
 from ensemblex.combiners.layered import CombinerEnsemble
+from ensemblex.combiners.mixture import MixtureWeights
 from ensemblex.combiners.pooling import Pooling
 from ensemblex.combiners.routing import FuzzyRouting, GatedMixture
 from ensemblex.combiners.stacking import Stacking
@@ -57,6 +60,7 @@ __all__ = [
     "GatedMixture",
     "GreedySelection",
     "Mean",
+    "MixtureWeights",
     "Pooling",
     "ProbabilisticDawidSkene",
     "SpectralMetaLearner",

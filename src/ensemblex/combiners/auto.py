@@ -69,7 +69,7 @@ def default_candidates(
 
 # Candidate families beyond the static ones: each module's ``candidates(metric,
 # random_state)`` names its combiners (imported on demand: some are heavier).
-FAMILIES: tuple[str, ...] = ("dynamic", "routing", "fusion", "labelfree")
+FAMILIES: tuple[str, ...] = ("dynamic", "routing", "fusion", "labelfree", "mixture")
 # Candidates that read the features and join the defaults when X is given (last, so a time
 # limit cuts them first). Stacking with LightGBM over the predictions and the features, on
 # the pools of bench/adaptive.py, moved AutoCombiner's test log-loss on wine from .8535 to

@@ -39,8 +39,9 @@ class DeepMembersBase(TorchMembersMixin, BaseEstimator):
         """The members as a :class:`Predictions` for combiners, metrics and cascades."""
         values = self.predict_members(X)
         names = [f"{self._member_prefix}{j}" for j in range(values.shape[1])]
-        if not self._classifier:
-            return Predictions(values, names, "regression")
+        if not self._classifier:  # a Gaussian head names its outputs ("mean", "var")
+            outputs = getattr(self, "member_outputs", None)
+            return Predictions(values, names, "regression", outputs=outputs)
         task = "binary" if len(self.classes_) == 2 else "multiclass"
         return Predictions(values, names, task, classes=self.classes_)
 

@@ -18,6 +18,12 @@ import torch
 from ensemblex.deep.base import DeepMembersBase, MeanClassifierMixin, MeanRegressorMixin
 from ensemblex.deep.batched import BatchedMLP
 from ensemblex.deep.cnn import BatchedCNN
+from ensemblex.deep.gaussian import (
+    check_distribution,
+    gaussian_member_nll,
+    gaussian_mixture_nll,
+    gaussian_moments,
+)
 from ensemblex.deep.training import (
     encode_targets,
     mean_prediction_loss,
@@ -25,6 +31,7 @@ from ensemblex.deep.training import (
     train,
     validation_split,
 )
+from ensemblex.predictions import GAUSSIAN_OUTPUTS
 
 ARCHITECTURES = ("mlp", "cnn")
 # rows per forward pass when predicting with the CNN: its activations are
@@ -186,11 +193,11 @@ class _DeepEnsemble(DeepMembersBase):
         X_tr, y_tr = inputs[train_idx], targets.values[train_idx]
         X_val, y_val = inputs[val_idx], targets.values[val_idx]
         torch.manual_seed(self.random_state)  # DeepMembersBase.fit forks the global generator
-        self.model_ = self._build(len(self.classes_) if self._classifier else 1, self.random_state)
-        kind = {"classifier": self._classifier}
+        self._check_head()
+        self.model_ = self._build(self._n_out(), self.random_state)
 
         def batch_loss(rows: torch.Tensor) -> torch.Tensor:  # rows (K, B): a batch per member
-            return member_loss(self.model_(X_tr[rows]), y_tr[rows], **kind)
+            return self._member_loss(self.model_(X_tr[rows]), y_tr[rows])
 
         result = train(
             self.model_,
@@ -203,12 +210,26 @@ class _DeepEnsemble(DeepMembersBase):
             random_state=self.random_state,
             seed_global=False,
             n_members=int(self.n_members),
-            validation_loss=lambda: mean_prediction_loss(self._forward(X_val), y_val, **kind),
+            validation_loss=lambda: self._validation_loss(self._forward(X_val), y_val),
             patience=self.patience,
         )
         self.history_ = result.val_history
         self.best_validation_loss_ = result.best_loss
         return self
+
+    # the head: what the networks output and how they learn it (a Gaussian for the regressor
+    # with distribution="gaussian", DeepEnsembleRegressor overrides these)
+    def _check_head(self) -> None:
+        pass
+
+    def _n_out(self) -> int:
+        return len(self.classes_) if self._classifier else 1
+
+    def _member_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return member_loss(out, y, classifier=self._classifier)
+
+    def _validation_loss(self, out: torch.Tensor, y: torch.Tensor) -> float:
+        return mean_prediction_loss(out, y, classifier=self._classifier)
 
     # ------------------------------------------------------------ predict
     def predict_members(self, X) -> np.ndarray:
@@ -236,13 +257,12 @@ class _DeepEnsemble(DeepMembersBase):
         self.n_features_in_ = fitted["n_features_in"]
         self.x_mean_ = arrays["x_mean"].astype(np.float32)
         self.x_scale_ = arrays["x_scale"].astype(np.float32)
-        n_out = 1
         if self._classifier:
             self.classes_ = np.asarray(fitted["classes"])
-            n_out = len(self.classes_)
         else:
             self.y_mean_, self.y_scale_ = fitted["y_mean"], fitted["y_scale"]
-        self.model_ = self._build(n_out)
+        self._check_head()
+        self.model_ = self._build(self._n_out())
 
 
 class DeepEnsembleClassifier(MeanClassifierMixin, _DeepEnsemble):
@@ -284,4 +304,110 @@ class DeepEnsembleClassifier(MeanClassifierMixin, _DeepEnsemble):
 
 
 class DeepEnsembleRegressor(MeanRegressorMixin, _DeepEnsemble):
-    """A deep ensemble of MLP or CNN regressors (see :class:`DeepEnsembleClassifier`)."""
+    """A deep ensemble of MLP or CNN regressors (see :class:`DeepEnsembleClassifier`).
+
+    Parameters
+    ----------
+    n_members, hidden, dropout, lr, weight_decay, batch_size, max_epochs, patience, \
+validation_fraction, random_state, architecture, image_shape, channels, n_threads
+        As :class:`DeepEnsembleClassifier`'s; early stopping watches the ensemble's
+        validation MSE, or its mixture NLL with ``distribution="gaussian"``.
+    distribution : {None, "gaussian"}, default None
+        ``"gaussian"``: each member predicts a mean and a variance and is trained by Gaussian
+        negative log-likelihood (:mod:`ensemblex.deep.gaussian`); :meth:`predict_members`
+        then returns ``(n_samples, n_members, 2)``, outputs ``("mean", "var")``.
+    min_variance : float, default 1e-4
+        Floor of each member's variance, as a share of y's variance (Gaussian only).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 3)); y = X[:, 0] + rng.normal(size=200)
+    >>> model = DeepEnsembleRegressor(n_members=2, hidden=(8,), max_epochs=2,
+    ...                               distribution="gaussian").fit(X, y)
+    >>> model.predict_members(X[:4]).shape, model.member_outputs
+    ((4, 2, 2), ('mean', 'var'))
+    """
+
+    def __init__(
+        self,
+        n_members=5,
+        hidden=(256, 256),
+        dropout=0.0,
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=256,
+        max_epochs=200,
+        patience=10,
+        validation_fraction=0.1,
+        random_state=0,
+        architecture="mlp",
+        image_shape=(1, 28, 28),
+        channels=(16, 32),
+        n_threads=None,
+        distribution=None,
+        min_variance=1e-4,
+    ):
+        super().__init__(
+            n_members=n_members,
+            hidden=hidden,
+            dropout=dropout,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            patience=patience,
+            validation_fraction=validation_fraction,
+            random_state=random_state,
+            architecture=architecture,
+            image_shape=image_shape,
+            channels=channels,
+            n_threads=n_threads,
+        )
+        self.distribution = distribution
+        self.min_variance = min_variance
+
+    @property
+    def member_outputs(self) -> tuple[str, ...] | None:
+        """``("mean", "var")`` with ``distribution="gaussian"``, else None (one value)."""
+        return GAUSSIAN_OUTPUTS if self.distribution == "gaussian" else None
+
+    def _check_head(self) -> None:
+        check_distribution(self.distribution, self.min_variance)
+
+    def _n_out(self) -> int:
+        return 2 if self.distribution == "gaussian" else 1
+
+    def _member_loss(self, out, y):
+        if self.distribution == "gaussian":
+            return gaussian_member_nll(out, y, self.min_variance)
+        return super()._member_loss(out, y)
+
+    def _validation_loss(self, out, y):
+        if self.distribution == "gaussian":
+            return gaussian_mixture_nll(out, y, self.min_variance)
+        return super()._validation_loss(out, y)
+
+    def predict_members(self, X) -> np.ndarray:
+        """Every member's prediction: ``(n_samples, n_members, 1)`` values, or
+        ``(n_samples, n_members, 2)`` means and variances with ``distribution="gaussian"``."""
+        if self.distribution != "gaussian":
+            return super().predict_members(X)
+        if not hasattr(self, "model_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit first")
+        out = self._forward(self._inputs(X))  # (K, n, 2)
+        return gaussian_moments(out, self.min_variance, self.y_mean_, self.y_scale_)
+
+    def predict_distribution(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of the members' equal-weight mixture, ``(n_samples,)`` each
+        (``distribution="gaussian"`` only)."""
+        if self.distribution != "gaussian":
+            raise ValueError(
+                "predict_distribution needs distribution='gaussian', however: "
+                f"distribution={self.distribution!r}"
+            )
+        moments = self.predict_members(X)
+        mean = moments[:, :, 0].mean(axis=1)
+        var = (moments[:, :, 1] + moments[:, :, 0] ** 2).mean(axis=1) - mean**2
+        return mean, np.maximum(var, 0.0)

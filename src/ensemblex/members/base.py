@@ -110,6 +110,11 @@ class Member(ABC):
         """How many columns of the predictions array this member yields."""
         return 1
 
+    def outputs(self) -> tuple[str, ...] | None:
+        """What a regression member predicts per column: None for one value, or output names
+        (``("mean", "var")`` for a Gaussian, see :mod:`ensemblex.predictions`)."""
+        return None
+
     def column_names(self) -> list[str]:
         """Names of this member's columns in the predictions array."""
         n = self.n_columns()

@@ -155,6 +155,9 @@ class ViewMember(Member):
     def n_columns(self) -> int:
         return self.inner.n_columns()
 
+    def outputs(self):
+        return self.inner.outputs()
+
     def column_names(self) -> list[str]:
         return [f"{self.view}/{c}" for c in self.inner.column_names()]
 

@@ -99,3 +99,40 @@ def rank_histogram(means, y) -> np.ndarray:
     means = np.asarray(means, dtype=np.float64)
     ranks = np.sum(means < np.asarray(y, dtype=np.float64)[:, None], axis=1)
     return np.bincount(ranks, minlength=means.shape[1] + 1)
+
+
+# ---------------------------------------------------------------- Gaussian mixtures
+def mixture_spread_skill_ratio(means, variances, y, weights=None) -> float:
+    """Spread of the mixture over the error of its mean: ``sqrt(mean mixture variance) /
+    RMSE(mixture mean)``; 1 when the predicted variance matches the squared error on average.
+
+    Unlike :func:`spread_skill_ratio` (a finite ensemble of point predictions), each member's
+    own variance counts: the spread is the mixture's whole standard deviation.
+
+    Examples
+    --------
+    >>> means = np.array([[0.0], [0.0]]); variances = np.array([[4.0], [4.0]])
+    >>> mixture_spread_skill_ratio(means, variances, np.array([2.0, -2.0]))
+    1.0
+    """
+    mean, var = mixture_moments(means, variances, weights)
+    skill = np.sqrt(np.mean((mean - np.asarray(y, dtype=np.float64)) ** 2))
+    return float(np.sqrt(var.mean()) / skill)
+
+
+def mixture_pit(means, variances, y, weights=None) -> np.ndarray:
+    """Probability integral transform: the mixture's CDF at each ``y``, shape (n_samples,);
+    uniform on [0, 1] when the forecasts are calibrated."""
+    means, variances, w = _check(means, variances, weights)
+    z = (np.asarray(y, dtype=np.float64)[:, None] - means) / np.sqrt(variances)
+    return ndtr(z) @ w
+
+
+def pit_histogram(means, variances, y, bins: int = 10, weights=None) -> np.ndarray:
+    """Counts of :func:`mixture_pit` in ``bins`` equal bins of [0, 1]: the rank histogram of a
+    continuous forecast (flat when calibrated, U-shaped when under-dispersed)."""
+    if int(bins) < 1:
+        raise ValueError(f"bins must be >= 1, however: bins={bins}")
+    pit = mixture_pit(means, variances, y, weights)
+    edges = np.minimum((pit * int(bins)).astype(np.int64), int(bins) - 1)
+    return np.bincount(edges, minlength=int(bins))

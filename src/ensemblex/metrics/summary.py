@@ -135,7 +135,9 @@ def evaluate_regression(
     means: np.ndarray, y: np.ndarray, names: list[str], variances: np.ndarray | None = None
 ) -> dict:
     """Point scores per member and for the mean; with ``variances`` (members that predict a
-    Gaussian), each member's and the equal-weight mixture's NLL and CRPS and its 90% interval.
+    Gaussian), each member's and the equal-weight mixture's NLL, CRPS and spread-skill ratio,
+    and the mixture's 90% interval and PIT histogram (which replace the spread-skill ratio and
+    rank histogram of the members' means: each member's own variance counts).
 
     Input: ``means`` and ``variances`` (n_samples, n_members), ``y`` (n_samples,).
     """
@@ -145,6 +147,9 @@ def evaluate_regression(
         if var is not None:
             out["nll"] = probabilistic.mixture_nll(pred[:, None], var[:, None], y)
             out["crps"] = probabilistic.mixture_crps(pred[:, None], var[:, None], y)
+            out["spread_skill_ratio"] = probabilistic.mixture_spread_skill_ratio(
+                pred[:, None], var[:, None], y
+            )
         return out
 
     rows = {
@@ -156,8 +161,14 @@ def evaluate_regression(
     if variances is not None:
         rows[ENSEMBLE]["nll"] = probabilistic.mixture_nll(means, variances, y)
         rows[ENSEMBLE]["crps"] = probabilistic.mixture_crps(means, variances, y)
+        rows[ENSEMBLE]["spread_skill_ratio"] = probabilistic.mixture_spread_skill_ratio(
+            means, variances, y
+        )
         interval = probabilistic.interval_coverage(means, variances, y, 0.9)
         summary["interval_90"] = vars(interval)
+        summary.pop("rank_histogram", None)
+        summary["spread_skill_ratio"] = rows[ENSEMBLE]["spread_skill_ratio"]
+        summary["pit_histogram"] = probabilistic.pit_histogram(means, variances, y).tolist()
     return {"members": rows, "ensemble": summary}
 
 
