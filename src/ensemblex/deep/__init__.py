@@ -5,6 +5,8 @@
   :class:`TabMRegressor` (TabM's k heads);
 - members along one run: :func:`train_snapshots` (snapshots, online model and its EMA twin),
   evaluated together by :func:`stacked_predictions`;
+- members fitted one after another on the ensemble's loss gradient (GrowNet-style boosting):
+  :class:`NeuralBoostingClassifier` / :class:`NeuralBoostingRegressor`;
 - feature-level fusion: :class:`FusionClassifier` / :class:`FusionRegressor` (a head over the
   members' concatenated penultimate embeddings);
 - weight space: :func:`uniform_soup`, :func:`greedy_soup`, :func:`wise_ft`;
@@ -14,6 +16,7 @@
 """
 
 from ensemblex.deep.batched import BatchedLinear, BatchedMLP
+from ensemblex.deep.boosting import NeuralBoostingClassifier, NeuralBoostingRegressor
 from ensemblex.deep.checkpoints import SnapshotRun, stacked_predictions, train_snapshots
 from ensemblex.deep.cnn import BatchedCNN, SmallCNN
 from ensemblex.deep.distillation import distill, flops_per_sample, share_of_gain_kept
@@ -30,6 +33,8 @@ __all__ = [
     "DeepEnsembleRegressor",
     "FusionClassifier",
     "FusionRegressor",
+    "NeuralBoostingClassifier",
+    "NeuralBoostingRegressor",
     "SmallCNN",
     "SnapshotRun",
     "TabMClassifier",

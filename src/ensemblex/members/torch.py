@@ -17,6 +17,8 @@ TORCH_ESTIMATORS = (
     "TabMRegressor",
     "FusionClassifier",
     "FusionRegressor",
+    "NeuralBoostingClassifier",
+    "NeuralBoostingRegressor",
 )
 
 
@@ -36,6 +38,10 @@ class TorchMember(TabularMember):
     def n_columns(self) -> int:
         model = self.model_ if self.model_ is not None else self.estimator
         return int(model.ensemble_size)
+
+    def outputs(self):
+        model = self.model_ if self.model_ is not None else self.estimator
+        return getattr(model, "member_outputs", None)  # ("mean", "var") for a Gaussian head
 
     def predict_model(self, X):
         return np.asarray(self.model_.predict_members(X), dtype=np.float64)
