@@ -140,6 +140,7 @@ def _category_codes(column, kept: list) -> np.ndarray:
     import pandas as pd
 
     text = column.astype(str).where(column.notna())
+    text = text.where(text.isin(kept))  # unseen -> missing (pandas deprecates passing them)
     return np.asarray(pd.Categorical(text, categories=list(kept)).codes, dtype=np.intp)
 
 
