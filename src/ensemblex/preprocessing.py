@@ -127,12 +127,15 @@ class Schema:
             raise TypeError(f"{source}: expected a pandas DataFrame, got {type(X).__name__}")
         missing = [c for c in self.features if c not in X.columns]
         if missing:
-            raise ValueError(f"{source}: missing columns {missing}; the model was trained on them")
+            raise ValueError(
+                f"{source}: missing columns {_few(missing)}; the model was trained on them"
+            )
         known = set(self.features) | set(self.dropped)
         extra = [c for c in X.columns if c not in known]
         if extra:
             raise ValueError(
-                f"{source}: unexpected columns {extra}; the model knows {self.features}"
+                f"{source}: unexpected columns {_few(extra)}; the model knows "
+                f"{_few(self.features)}"
             )
         coerced = {}
         for col in self.numeric:
@@ -182,6 +185,17 @@ def _as_numbers(col: pd.Series, name, source: str, warn: bool = True) -> pd.Seri
 
 def _is_numeric(col: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+
+
+def _few(columns: list, shown: int = 12) -> str:
+    """Column names for a message: all of a short list, the first ``shown`` of a long one.
+
+    >>> _few([f"w{i}" for i in range(1433)], 3)
+    "['w0', 'w1', 'w2', ... (1433 columns)]"
+    """
+    if len(columns) <= shown:
+        return str(list(columns))
+    return str(list(columns[:shown]))[:-1] + f", ... ({len(columns)} columns)]"
 
 
 def infer_schema(X: pd.DataFrame, source: str = "data") -> Schema:

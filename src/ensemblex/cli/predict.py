@@ -48,8 +48,10 @@ def predict(
         fail(f"{run_dir}: {exc}" if str(run_dir) not in str(exc) else str(exc))
     try:
         run = RunFolder(run_dir)
-        if run.is_run():  # a table that still holds the target: predict without it
-            frame = frame.drop(columns=[run.summary["target"]], errors="ignore")
+        if run.is_run():  # a table that still holds the target (or split): without them
+            summary = run.summary
+            split = (summary.get("split") or {}).get("column")
+            frame = frame.drop(columns=[summary["target"], split], errors="ignore")
         if id_col is not None:
             frame = _without_id(frame, id_col, model.schema_)
         notes = model.unusual_inputs(frame)

@@ -108,7 +108,7 @@ def run(
                 edges_name=str(edges),
             )
             console.print(
-                f"graph: {graph.n_nodes} nodes, {graph.n_edges} edges, "
+                f"graph: {graph.n_nodes} nodes, {graph.n_edges // 2} edges, "
                 f"{graph.n_features} node features"
             )
 

@@ -16,6 +16,21 @@ from ensemblex.deep.serialization import TorchMembersMixin
 from ensemblex.predictions import Predictions
 
 
+def training_arrays(X, y) -> tuple[np.ndarray, np.ndarray]:
+    """``X`` as float32 ``(n_samples, n_features)`` and ``y`` as an array, checked: matching
+    lengths, every feature finite."""
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(y)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(
+            f"X must be (n_samples, n_features) matching y, however: "
+            f"X.shape={X.shape}, y.shape={y.shape}"
+        )
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X holds NaN or inf; impute or drop them first")
+    return X, y
+
+
 class DeepMembersBase(TorchMembersMixin, BaseEstimator):
     """Base of the deep estimators: ``fit`` with ``n_threads``, ``member_predictions``."""
 

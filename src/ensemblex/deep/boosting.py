@@ -44,7 +44,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ensemblex.deep.base import DeepMembersBase, MeanClassifierMixin, MeanRegressorMixin
+from ensemblex.deep.base import (
+    DeepMembersBase,
+    MeanClassifierMixin,
+    MeanRegressorMixin,
+    training_arrays,
+)
 from ensemblex.deep.batched import BatchedMLP
 from ensemblex.deep.training import clone_state, encode_targets, train, validation_split
 
@@ -292,15 +297,7 @@ class _NeuralBoosting(DeepMembersBase):
 
     # ------------------------------------------------------------ fit
     def _fit(self, X, y):
-        X = np.asarray(X, dtype=np.float32)
-        y = np.asarray(y)
-        if X.ndim != 2 or len(X) != len(y):
-            raise ValueError(
-                f"X must be (n_samples, n_features) matching y, however: "
-                f"X.shape={X.shape}, y.shape={y.shape}"
-            )
-        if not np.all(np.isfinite(X)):
-            raise ValueError("X holds NaN or inf; impute or drop them first")
+        X, y = training_arrays(X, y)
         self._check_params()
         targets = encode_targets(y, classifier=self._classifier)
         if self._classifier:

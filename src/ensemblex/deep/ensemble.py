@@ -15,7 +15,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ensemblex.deep.base import DeepMembersBase, MeanClassifierMixin, MeanRegressorMixin
+from ensemblex.deep.base import (
+    DeepMembersBase,
+    MeanClassifierMixin,
+    MeanRegressorMixin,
+    training_arrays,
+)
 from ensemblex.deep.batched import BatchedMLP
 from ensemblex.deep.cnn import BatchedCNN
 from ensemblex.deep.gaussian import (
@@ -167,15 +172,7 @@ class _DeepEnsemble(DeepMembersBase):
 
     # ------------------------------------------------------------ fit
     def _fit(self, X, y):
-        X = np.asarray(X, dtype=np.float32)
-        y = np.asarray(y)
-        if X.ndim != 2 or len(X) != len(y):
-            raise ValueError(
-                f"X must be (n_samples, n_features) matching y, however: "
-                f"X.shape={X.shape}, y.shape={y.shape}"
-            )
-        if not np.all(np.isfinite(X)):
-            raise ValueError("X holds NaN or inf; impute or drop them first")
+        X, y = training_arrays(X, y)
         self._check_architecture(X.shape[1])
         for name in ("n_members", "batch_size", "max_epochs"):
             if int(getattr(self, name)) < 1:

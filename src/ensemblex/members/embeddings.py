@@ -127,6 +127,10 @@ def encode_texts(
 
     model = _MODELS.get(identity.digest)
     if model is None:
+        from transformers.utils import logging as transformers_logging
+
+        # its "Loading weights" bar would interleave with our own progress bars
+        transformers_logging.disable_progress_bar()
         model = SentenceTransformer(str(identity.path), device="cpu", local_files_only=True)
         _MODELS[identity.digest] = model
     previous = torch.get_num_threads()
