@@ -134,8 +134,7 @@ class Schema:
         extra = [c for c in X.columns if c not in known]
         if extra:
             raise ValueError(
-                f"{source}: unexpected columns {_few(extra)}; the model knows "
-                f"{_few(self.features)}"
+                f"{source}: unexpected columns {_few(extra)}; the model knows {_few(self.features)}"
             )
         coerced = {}
         for col in self.numeric:

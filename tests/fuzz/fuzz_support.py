@@ -294,7 +294,7 @@ def cheap_zoo_patched():
     import sys
 
     import ensemblex.members
-    import ensemblex.members.zoo  # noqa: F401  (the module, shadowed by its function)
+    import ensemblex.members.zoo  # the module (its name is shadowed by the function)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ensemblex.members, "zoo", cheap_zoo)

@@ -50,6 +50,22 @@ class DeepMembersBase(TorchMembersMixin, BaseEstimator):
             torch.set_num_threads(threads)
         return self
 
+    def _targets_and_split(self, X: np.ndarray, y: np.ndarray):
+        """Encode ``y`` (setting ``classes_``, or ``y_mean_`` and ``y_scale_``), hold out
+        ``validation_fraction`` of the training rows (``validation_rows_``) and record
+        ``n_features_in_``; returns ``(targets, train_idx, val_idx)``."""
+        from ensemblex.deep.training import encode_targets, validation_split
+
+        targets = encode_targets(y, classifier=self._classifier)
+        if self._classifier:
+            self.classes_ = targets.classes
+        else:
+            self.y_mean_, self.y_scale_ = targets.mean, targets.scale
+        train_idx, val_idx = validation_split(targets, self.validation_fraction, self.random_state)
+        self.validation_rows_ = np.sort(val_idx)
+        self.n_features_in_ = X.shape[1]
+        return targets, train_idx, val_idx
+
     def member_predictions(self, X) -> Predictions:
         """The members as a :class:`Predictions` for combiners, metrics and cascades."""
         values = self.predict_members(X)

@@ -51,7 +51,7 @@ from ensemblex.deep.base import (
     training_arrays,
 )
 from ensemblex.deep.batched import BatchedMLP
-from ensemblex.deep.training import clone_state, encode_targets, train, validation_split
+from ensemblex.deep.training import clone_state, train
 
 # lower bound of the Hessian p (1 - p): rows the ensemble already gets right with near
 # certainty would otherwise ask for unbounded Newton steps
@@ -299,14 +299,7 @@ class _NeuralBoosting(DeepMembersBase):
     def _fit(self, X, y):
         X, y = training_arrays(X, y)
         self._check_params()
-        targets = encode_targets(y, classifier=self._classifier)
-        if self._classifier:
-            self.classes_ = targets.classes
-        else:
-            self.y_mean_, self.y_scale_ = targets.mean, targets.scale
-        train_idx, val_idx = validation_split(targets, self.validation_fraction, self.random_state)
-        self.validation_rows_ = np.sort(val_idx)
-        self.n_features_in_ = X.shape[1]
+        targets, train_idx, val_idx = self._targets_and_split(X, y)
         std = X.std(axis=0)
         self.x_mean_, self.x_scale_ = X.mean(axis=0), np.where(std > 0, std, 1.0).astype(np.float32)
         inputs = self._inputs(X)

@@ -30,11 +30,9 @@ from ensemblex.deep.gaussian import (
     gaussian_moments,
 )
 from ensemblex.deep.training import (
-    encode_targets,
     mean_prediction_loss,
     member_loss,
     train,
-    validation_split,
 )
 from ensemblex.predictions import GAUSSIAN_OUTPUTS
 
@@ -177,14 +175,7 @@ class _DeepEnsemble(DeepMembersBase):
         for name in ("n_members", "batch_size", "max_epochs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, however: {name}={getattr(self, name)}")
-        targets = encode_targets(y, classifier=self._classifier)
-        if self._classifier:
-            self.classes_ = targets.classes
-        else:
-            self.y_mean_, self.y_scale_ = targets.mean, targets.scale
-        train_idx, val_idx = validation_split(targets, self.validation_fraction, self.random_state)
-        self.validation_rows_ = np.sort(val_idx)
-        self.n_features_in_ = X.shape[1]
+        targets, train_idx, val_idx = self._targets_and_split(X, y)
         self.x_mean_, self.x_scale_ = self._scaling(X)
         inputs = self._inputs(X)
         X_tr, y_tr = inputs[train_idx], targets.values[train_idx]
