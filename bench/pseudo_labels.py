@@ -228,22 +228,17 @@ def sms_tfidf(seeds: int = 1) -> dict:
 
 
 def text_zoo(tfidf_only: bool = False) -> list:
-    """The default text zoo (TF-IDF words and characters, MiniLM linear and MLP heads) where
-    the sentence-embedding members are installed, else (or with ``tfidf_only``) the two
-    TF-IDF members."""
-    from ensemblex.members import text
+    """The default text zoo (TF-IDF words and characters, MiniLM linear and MLP heads), or
+    with ``tfidf_only`` its two TF-IDF members."""
+    from ensemblex.members.text import text_members
 
-    if tfidf_only or not hasattr(text, "text_members"):
-        return [
-            text.TfidfLogistic("tfidf_words", "text", "word", 2, 10.0),
-            text.TfidfLogistic("tfidf_chars", "text", "char_wb", 5, 10.0),
-        ]
-    from ensemblex.members.embeddings import CACHE_ENV, embed
+    if not tfidf_only:
+        from ensemblex.members.embeddings import CACHE_ENV, embed
 
-    # the embeddings bench/text.py cached (each text encoded once; workers read the cache)
-    os.environ.setdefault(CACHE_ENV, str(EMBEDDINGS))
-    embed(pd.read_csv(DATA / "sms_spam.csv")["text"].astype(str).tolist(), n_threads=2)
-    return text.text_members("binary", random_state=SEED)
+        # the embeddings bench/text.py cached (each text encoded once; workers read the cache)
+        os.environ.setdefault(CACHE_ENV, str(EMBEDDINGS))
+        embed(pd.read_csv(DATA / "sms_spam.csv")["text"].astype(str).tolist(), n_threads=2)
+    return text_members("binary", random_state=SEED, columns=["text"], embeddings=not tfidf_only)
 
 
 def adult(seeds: int = 1) -> dict:

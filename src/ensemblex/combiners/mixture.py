@@ -28,6 +28,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ensemblex.combiners.base import Combiner
+from ensemblex.metrics.probabilistic import mixture_moments
 from ensemblex.predictions import GAUSSIAN_OUTPUTS, Predictions
 
 SCORES = ("crps", "nll")
@@ -283,16 +284,15 @@ class MixtureWeights(Combiner):
         _check_gaussian(P, "components")
         if P.members != self.members_:  # select raises naming a member P lacks
             P = P.select(self.members_)
-        values = P.values
-        return values[:, :, 0] + self.bias_, values[:, :, 1] * self.scale_**2, self.weights_
+        return (*self._adjusted(P.values), self.weights_)
+
+    def _adjusted(self, values) -> tuple[np.ndarray, np.ndarray]:
+        """The components' means and variances, ``(n_samples, n_members)`` each, with the
+        fitted bias and dispersion scale applied."""
+        return values[:, :, 0] + self.bias_, values[:, :, 1] * self.scale_**2
 
     def _predict(self, values):
-        means = values[:, :, 0] + self.bias_
-        variances = values[:, :, 1] * self.scale_**2
-        mean = means @ self.weights_
-        # law of total variance; clipped at 0 against rounding when one member has all weight
-        var = np.maximum((variances + means**2) @ self.weights_ - mean**2, 0.0)
-        return np.stack([mean, var], axis=1)
+        return np.stack(mixture_moments(*self._adjusted(values), self.weights_), axis=1)
 
     def predict_folds(self, folds, X=None) -> np.ndarray:
         """The mean of every fold's mixture moments (as :meth:`Combiner.predict_folds`).

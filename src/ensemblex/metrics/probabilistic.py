@@ -32,10 +32,11 @@ def _check(means, variances, weights):
 
 
 def mixture_moments(means, variances, weights=None) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance of the mixture per sample (law of total variance)."""
+    """Mean and variance of the mixture per sample (law of total variance; clipped at 0
+    against rounding when one member has all the weight)."""
     means, variances, w = _check(means, variances, weights)
     mean = means @ w
-    return mean, (variances + means**2) @ w - mean**2
+    return mean, np.maximum((variances + means**2) @ w - mean**2, 0.0)
 
 
 def mixture_nll(means, variances, y, weights=None) -> float:
