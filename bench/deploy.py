@@ -82,11 +82,21 @@ def run_once(name: str, extra: list[str]) -> dict:
     }
 
 
+# What `predict` cannot go below: starting Python and importing what loading the default
+# zoo's model imports (pandas, scikit-learn, the three GBDT libraries, skops and ensemblex).
+FLOOR = (
+    "from ensemblex.ensemble import Ensemble; import lightgbm, xgboost, catboost; "
+    "from ensemblex.members.skops_io import skops_io; skops_io()"
+)
+
+
 def startup() -> dict:
     runs = [timed([str(CLI), "--help"]) for _ in range(7)]
+    floor = [timed([str(CLI.with_name("python")), "-c", FLOOR]) for _ in range(5)]
     return {
         "help_wall_s": statistics.median(r["wall_s"] for r in runs),
         "help_cpu_s": statistics.median(r["cpu_s"] for r in runs),
+        "import_floor_cpu_s": statistics.median(r["cpu_s"] for r in floor),
     }
 
 
@@ -109,13 +119,17 @@ def table(result: dict) -> str:
     rows.append(
         f"`ensemblex --help`: {s['help_wall_s']:.2f} s wall ({s['help_cpu_s']:.2f} s CPU), "
         f"median of 7. Fold-model ensemble's test log-loss in the refit-full run: "
-        f"{result['refit_full']['fold_models_test_score']:.5f}."
+        f"{result['refit_full']['fold_models_test_score']:.5f}. Starting Python and importing "
+        f"what `predict` loads (no model, no rows): {s['import_floor_cpu_s']:.2f} s CPU."
     )
     return "\n".join(rows)
 
 
 def main(argv: list[str]) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
+    # ensemblex's bytecode, as any install has it after its first run (here the environment
+    # sets PYTHONDONTWRITEBYTECODE, which would make every timed start compile ~100 modules)
+    subprocess.run([str(CLI.with_name("python")), "-m", "compileall", "-q", str(ROOT / "src")])
     result = {
         "machine": {"cpus": os.cpu_count()},
         "folds": run_once("folds", []),

@@ -61,7 +61,26 @@ def test_members_encode_through_the_compiled_form(tmp_path, churn):
     template = next(m for m in zoo("fast", "binary") if m.name == "linear")
     fitted = template.fit(X[:800], y[:800], FoldContext("binary", schema, 2))
     loaded = load_member(fitted.save(tmp_path / "linear"))
-    assert loaded.compiled_ is not None
+    assert loaded.compiled_encoder() is not None
     np.testing.assert_array_equal(loaded.predict(X[800:]), fitted.predict(X[800:]))
     assert isinstance(loaded.encode(X[800:]), np.ndarray)
     pd.testing.assert_frame_equal(X, schema.check(churn))  # the input is left as it was
+
+
+def test_encoders_sharing_the_table_columns_give_their_own_numbers(churn):
+    from ensemblex.compiled_encoding import TableColumns
+
+    schema = infer_schema(churn)
+    X = schema.check(churn)
+    new = X[1000:1200].copy()
+    new["Tenure"] = new["Tenure"].astype("Int64")  # an extension dtype (pandas' nullable)
+    new.loc[new.index[3], "Balance"] = np.nan
+    new.loc[new.index[4], "Gender"] = None
+    columns = TableColumns(new)
+    for encoding in ("native", "onehot", "ordinal"):
+        pre = make_preprocessor(schema, encoding).fit(X[:1000])
+        compiled = CompiledEncoder.from_fitted(pre)
+        # (scikit-learn passes the nullable column through as objects: compare the numbers)
+        expected = np.asarray(pre.transform(new), dtype=np.float64)
+        np.testing.assert_array_equal(compiled.transform(new, columns), expected)
+        np.testing.assert_array_equal(compiled.transform(new), expected)

@@ -32,7 +32,7 @@ class CompiledEncoder:
         self.numeric_kind = numeric_kind  # "passthrough", "median" or "scaled"
         self.fill, self.mean, self.scale = fill, mean, scale
         self.categorical = categorical
-        self.lookups = lookups  # per column: (Index of categories, output index per category)
+        self.lookups = lookups  # per column: a _Lookup from category to output index
         self.widths = widths  # per column: output columns (1 for ordinal codes)
         self.one_hot = widths is not None and any(w is not None for w in widths)
         self.n_out = len(numeric) + (sum(widths) if self.one_hot else len(categorical))
@@ -121,7 +121,7 @@ class CompiledEncoder:
                         known = [c for c in categories if isinstance(c, str)]
                         if len(known) != len(categories) - _count_missing(categories):
                             return None
-                        lookups.append((pd.Index(known), np.arange(len(known))))
+                        lookups.append(_Lookup(known, np.arange(len(known))))
                 elif isinstance(encoder, OneHotEncoder) and len(objects) == 3:
                     imputer = objects[1]
                     if (
@@ -142,7 +142,7 @@ class CompiledEncoder:
                         target = (
                             np.arange(len(categories)) if mapping is None else np.asarray(mapping)
                         )
-                        lookups.append((pd.Index(list(categories)), target))
+                        lookups.append(_Lookup(list(categories), target))
                 else:
                     return None
             else:
@@ -152,16 +152,21 @@ class CompiledEncoder:
         return cls(numeric, kind, fill, mean, scale, categorical, lookups, widths)
 
     # ------------------------------------------------------------ transform
-    def transform(self, X: pd.DataFrame) -> np.ndarray | None:
-        """The encoded rows ``(n, n_out)``, float64; None for rows it does not handle."""
+    def transform(self, X: pd.DataFrame, columns: TableColumns | None = None) -> np.ndarray | None:
+        """The encoded rows ``(n, n_out)``, float64; None for rows it does not handle.
+
+        ``columns``: the table's columns read once (:class:`TableColumns` of ``X``), shared by
+        the encoders of one prediction so that each reads the table only once.
+        """
+        columns = TableColumns(X) if columns is None else columns
         n = len(X)
         out = np.zeros((n, self.n_out))
         p = len(self.numeric)
-        for j, col in enumerate(self.numeric):
-            values = X[col]
-            if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        if p:
+            block = columns.numbers(self.numeric)
+            if block is None:
                 return None
-            out[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+            out[:, :p] = block
         if p and self.numeric_kind != "passthrough":
             block = out[:, :p]
             missing = np.isnan(block)
@@ -172,25 +177,95 @@ class CompiledEncoder:
                 block /= self.scale
         offset = p
         for j, col in enumerate(self.categorical):
-            values = X[col]
-            missing = values.isna().to_numpy()
-            if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+            cells = columns.text(col)
+            if cells is None:
                 return None
-            index, target = self.lookups[j]
+            filled, missing = cells
+            codes = self.lookups[j].codes(filled)
             if self.one_hot:
-                if missing.any():
-                    values = values.where(~missing, MISSING)
-                codes = index.get_indexer(values)
                 known = codes >= 0
                 rows = np.flatnonzero(known)
-                out[rows, offset + target[codes[known]]] = 1.0
+                out[rows, offset + codes[known]] = 1.0
                 offset += self.widths[j]
             else:
-                codes = index.get_indexer(values).astype(np.float64)
+                codes = codes.astype(np.float64)
                 codes[missing] = -1.0
                 out[:, offset] = codes
                 offset += 1
         return out
+
+
+class _Lookup:
+    """Categories to output indices (-1 for an unknown category) by binary search in the
+    sorted categories: 3 us for one row where ``pd.Index.get_indexer`` takes 70 us, and
+    faster on 10,000 rows too."""
+
+    def __init__(self, categories: list[str], target: np.ndarray):
+        order = np.argsort(np.asarray(categories, dtype=object), kind="stable")
+        self.sorted = np.asarray(categories, dtype=object)[order]
+        self.target = np.asarray(target, dtype=np.int64)[order]
+        if len(set(categories)) != len(categories):
+            raise ValueError("categories must be distinct")
+
+    def codes(self, cells: np.ndarray) -> np.ndarray:
+        """Output index per cell (text), -1 where the category is unknown."""
+        if not len(self.sorted):
+            return np.full(len(cells), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.sorted, cells), len(self.sorted) - 1)
+        return np.where(self.sorted[pos] == cells, self.target[pos], -1)
+
+
+class TableColumns:
+    """The columns of one table as the compiled encoders read them, each converted once.
+
+    Reading a pandas column costs more than encoding it on a few rows, and the members of an
+    ensemble have two or three distinct encoders over the same columns.
+    """
+
+    def __init__(self, X: pd.DataFrame):
+        self.X = X
+        self._numbers: dict[tuple, np.ndarray | None] = {}
+        self._text: dict[str, tuple | None] = {}
+
+    def numbers(self, cols: list[str]) -> np.ndarray | None:
+        """Columns ``cols`` as float64 ``(n, len(cols))``, NaN where missing; None when one
+        of them is not numeric (or is boolean)."""
+        key = tuple(cols)
+        if key not in self._numbers:
+            dtypes = self.X.dtypes
+            numeric = all(
+                pd.api.types.is_numeric_dtype(dtypes[c])
+                and not pd.api.types.is_bool_dtype(dtypes[c])
+                for c in cols
+            )
+            # column by column: selecting several columns of a mixed frame first costs 200 us
+            self._numbers[key] = (
+                np.column_stack([_floats(self.X[c]) for c in cols]) if numeric else None
+            )
+        return self._numbers[key]
+
+    def text(self, col: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Column ``col`` as an object array with missing cells as :data:`MISSING` (the
+        one-hot encoding's fill), and the missing mask; None unless it holds text."""
+        if col not in self._text:
+            values = self.X[col]
+            if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+                self._text[col] = None
+            else:
+                missing = values.isna().to_numpy()
+                filled = values.to_numpy(dtype=object)
+                if missing.any():
+                    filled = filled.copy()
+                    filled[missing] = MISSING
+                self._text[col] = (filled, missing)
+        return self._text[col]
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    """A numeric column as float64, NaN where missing (a numpy column needs no NA scan)."""
+    if isinstance(column.dtype, np.dtype):
+        return column.to_numpy().astype(np.float64, copy=False)
+    return column.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _count_missing(categories) -> int:

@@ -459,14 +459,21 @@ class Ensemble(BaseEstimator):
         schema's features, ID-like columns left out."""
         if self.combiner_.uses_features == "none" or not self.schema_.features:
             return None  # (a table whose only columns are text or IDs has no features here)
-        X = self.schema_.check(_as_frame(X), source="X")
-        return X[self.schema_.features].reset_index(drop=True)
+        return self._combiner_rows(self.schema_.check(_as_frame(X), source="X"))
+
+    def _combiner_rows(self, checked: pd.DataFrame) -> pd.DataFrame | None:
+        """:meth:`combiner_features` of rows the schema already checked."""
+        if self.combiner_.uses_features == "none" or not self.schema_.features:
+            return None
+        return checked[self.schema_.features].reset_index(drop=True)
 
     def _predict_outputs(self, X) -> np.ndarray:
         # Fold-consistent: the combiner sees each fold model's predictions, as it saw the
         # out-of-fold ones at fit time, and the combined outputs are averaged.
-        folds = self.member_fold_predictions(X)
-        return self.combiner_.predict_folds(folds, X=self.combiner_features(X))
+        self._check_fitted()
+        X = self.schema_.check(_as_frame(X), source="X")  # once, for members and combiner
+        folds = self._fold_predictions(self.fitted_members_, X)
+        return self.combiner_.predict_folds(folds, X=self._combiner_rows(X))
 
     def prediction_frame(self, X) -> pd.DataFrame:
         """Predictions as a table: ``prediction`` (a value or the most probable class), then

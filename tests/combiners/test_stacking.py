@@ -98,3 +98,18 @@ def test_constant_members_and_target_fit_without_error():
     stack = Stacking().fit(P, np.zeros(16))
     np.testing.assert_allclose(stack.predict(P), 0.0)
     assert stack.condition_number_before_ == float("inf")
+
+
+def test_meta_models_predict_as_their_pipelines(zoo):
+    # the numpy path of _model_output is the pipelines' own arithmetic
+    for stack in (Stacking(), Stacking.regularized()):
+        stack.fit(zoo.oof, zoo.y)
+        X = stack._features(zoo.test.values)
+        for model in stack.meta_models_:
+            got = stack._model_output(model, X)
+            if zoo.oof.task == "regression":
+                expected = model.predict(X)[:, None]
+            else:
+                expected = np.zeros_like(got)
+                expected[:, model.classes_] = model.predict_proba(X)
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)

@@ -32,10 +32,10 @@ def test_twins_predict_as_the_members(task, estimator, churn_table):
     fitted = member("trees", estimator).fit(X, y, fold_context(task, X, y))
     expected = fitted.predict(X_test)
     assert compile_member(fitted, X_test.head(50))
-    assert fitted.trees_ is not None
+    assert fitted.twin_ is not None
     got = np.concatenate([fitted.predict(X_test.iloc[[i]]) for i in range(len(X_test))])
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE[fitted.family] + 1e-12)
-    twin = fitted.trees_.predict(fitted.encode(X_test))  # all rows through Treelite
+    twin = fitted.twin_.predict(fitted.encode(X_test))  # all rows through Treelite
     np.testing.assert_allclose(twin, expected, rtol=0, atol=TOLERANCE[fitted.family] + 1e-12)
 
 
@@ -45,4 +45,4 @@ def test_other_members_are_left_alone(churn_table):
         X, y, fold_context("binary", X, y)
     )
     assert not compile_member(fitted, X_test.head(20))
-    assert getattr(fitted, "trees_", None) is None
+    assert getattr(fitted, "twin_", None) is None

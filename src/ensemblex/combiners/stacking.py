@@ -330,10 +330,24 @@ class Stacking(Combiner):
         return used
 
     def _model_output(self, model, X):
+        # The pipeline's arithmetic in numpy (scale, linear map, logistic or softmax): the
+        # same numbers as its predict / predict_proba, without 1 ms of input validation per
+        # call, which is most of a served row's combiner time.
+        scaler, learner = model.named_steps["scale"], model.named_steps["model"]
+        Z = (X - scaler.mean_) / scaler.scale_
+        decision = Z @ np.asarray(learner.coef_).T + learner.intercept_
         if not is_classification(self.task_):
-            return model.predict(X)[:, None]
+            return decision.reshape(len(X), 1)
+        if decision.ndim == 1 or decision.shape[1] == 1:
+            from scipy.special import expit
+
+            positive = expit(decision.reshape(-1))
+            fitted = np.stack([1.0 - positive, positive], axis=1)
+        else:
+            fitted = np.exp(decision - decision.max(axis=1, keepdims=True))
+            fitted /= fitted.sum(axis=1, keepdims=True)
         proba = np.zeros((len(X), self.n_outputs_))
-        proba[:, model.classes_] = model.predict_proba(X)  # classes unseen in fit stay at 0
+        proba[:, learner.classes_] = fitted  # classes unseen in fit stay at 0
         return proba
 
     # ------------------------------------------------------------ state

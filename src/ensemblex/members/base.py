@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from ensemblex.compiled_encoding import CompiledEncoder
+from ensemblex.compiled_encoding import CompiledEncoder, TableColumns
 from ensemblex.files import sha256_file
 from ensemblex.members.skops_io import dump_skops, load_skops
 from ensemblex.preprocessing import ENCODINGS, Schema, categorical_indices, make_preprocessor
@@ -285,23 +285,32 @@ class TabularMember(Member):
         return self._predict_encoded(self.encode(X))
 
     def _predict_encoded(self, Z) -> np.ndarray:
-        # a Treelite twin, where serving gave the member one, for the few rows it answers
-        # faster than the member's library (members/compiled_trees.py)
-        trees = getattr(self, "trees_", None)
-        if trees is not None and len(Z) <= trees.max_rows:
-            return trees.predict(Z)
+        # a twin, where serving gave the member one, for the few rows it answers faster than
+        # the member's library (members/compiled_trees.py, members/compiled_neighbors.py)
+        twin = getattr(self, "twin_", None)
+        if twin is not None and len(Z) <= twin.max_rows:
+            return twin.predict(Z)
         return self.predict_model(Z)
 
-    def encode(self, X) -> np.ndarray:
+    def encode(self, X, columns: TableColumns | None = None) -> np.ndarray:
         """The rows as the model reads them: through the compiled form of the preprocessor
-        when it has one (:mod:`ensemblex.compiled_encoding`, the same numbers), else
-        scikit-learn's transform."""
-        compiled = getattr(self, "compiled_", None)
+        when it has one (:mod:`ensemblex.compiled_encoding`, the same numbers; ``columns``
+        is ``X`` read once for several encoders), else scikit-learn's transform."""
+        compiled = self.compiled_encoder()
         if compiled is not None:
-            encoded = compiled.transform(X)
+            encoded = compiled.transform(X, columns)
             if encoded is not None:
                 return encoded
         return self.preprocessor_.transform(X)
+
+    def compiled_encoder(self) -> CompiledEncoder | None:
+        """The compiled form of a loaded member's preprocessor (None where there is none),
+        built at first use: members that share an encoding through :meth:`predict_shared`
+        never build theirs (each build checks itself on probe rows, 20 ms)."""
+        compiled = getattr(self, "compiled_", None)
+        if compiled is _NOT_BUILT:
+            compiled = self.compiled_ = CompiledEncoder.from_fitted(self.preprocessor_)
+        return compiled
 
     def predict_shared(self, X, encoded: dict) -> np.ndarray:
         """:meth:`predict`, reusing the encoded rows of an identical preprocessor from
@@ -312,7 +321,10 @@ class TabularMember(Member):
         if key is None or self.model_ is None:
             return self.predict(X)
         if key not in encoded:
-            encoded[key] = self.encode(X)
+            # one per table (members reading column views get other tables); it holds X, so
+            # X's id cannot be reused while ``encoded`` lives
+            columns = encoded.setdefault((TableColumns, id(X)), TableColumns(X))
+            encoded[key] = self.encode(X, columns)
         return self._predict_encoded(encoded[key])
 
     def save_files(self, folder):
@@ -330,7 +342,7 @@ class TabularMember(Member):
         member.task = task
         member.preprocessor_ = load_skops(folder / "preprocessor.skops")
         member.preprocessor_key_ = preprocessor_key(member.preprocessor_)
-        member.compiled_ = CompiledEncoder.from_fitted(member.preprocessor_)
+        member.compiled_ = _NOT_BUILT
         member.model_ = cls.load_model(folder / f"model{cls.suffix}", task, settings)
         return member
 
@@ -345,6 +357,9 @@ class TabularMember(Member):
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r}, {self.estimator!r}, {self.encoding!r})"
+
+
+_NOT_BUILT = object()  # a loaded member's compiled encoder, until its first encode
 
 
 def preprocessor_key(preprocessor) -> str:

@@ -81,5 +81,5 @@ def compile_member(member, probe) -> bool:
         return False
     if got.shape != expected.shape or not np.all(np.abs(got - expected) <= TOLERANCE[family]):
         return False
-    member.trees_ = twin
+    member.twin_ = twin
     return True

@@ -25,7 +25,7 @@ from ensemblex.serving.metrics import ServerMetrics
 from ensemblex.serving.runner import (
     CascadeRunner,
     ModelRunner,
-    compile_trees,
+    compile_members,
     fit_serving_cascade,
     probe_rows,
 )
@@ -79,8 +79,9 @@ def create_app(
     key : str or bytes, optional
         Signing key the model must be signed with.
     treelite : bool
-        Give tree members Treelite twins where they predict as the members do
-        (:func:`ensemblex.serving.runner.compile_trees`; needs the ``treelite`` package).
+        Give tree members Treelite twins where they predict as the members do (needs the
+        ``treelite`` package); nearest-neighbour members get numpy twins either way
+        (:func:`ensemblex.serving.runner.compile_members`).
     """
     from ensemblex.ensemble import MANIFEST, MANIFEST_DIGEST, Ensemble
     from ensemblex.runs import model_dir
@@ -89,7 +90,7 @@ def create_app(
     model = Ensemble.load(folder, key=key)
     digest = (folder / MANIFEST_DIGEST).read_text().split()[0]
     manifest = json.loads((folder / MANIFEST).read_text())
-    compiled = compile_trees(model) if treelite else []
+    compiled = compile_members(model, treelite=treelite)
     runner = CascadeRunner(model, fit_serving_cascade(source, model)) if cascade else None
     runner = runner or ModelRunner(model)
     metrics = ServerMetrics()
@@ -167,7 +168,7 @@ def create_app(
         "members": [m.name for m in model.fitted_members_],
         "member_columns": list(model.member_names_),
         "refit_full": bool(getattr(model, "refit_full", False)),
-        "treelite_members": compiled,
+        "compiled_members": compiled,
         "combiner": manifest["combiner"].get("class"),
         "chosen": getattr(model.combiner_, "method_", type(model.combiner_).__name__),
         "weights": weights,

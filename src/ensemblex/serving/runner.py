@@ -151,18 +151,22 @@ def probe_rows(model: Ensemble, n: int = 256, random_state: int = 0) -> pd.DataF
     return schema.check(pd.DataFrame(frame), source="probe rows")
 
 
-def compile_trees(model: Ensemble) -> list[str]:
-    """Give the model's tree members their Treelite twins where those predict the probe
-    rows as the members do (:mod:`ensemblex.members.compiled_trees`); returns the members
-    switched."""
+def compile_members(model: Ensemble, treelite: bool = True) -> list[str]:
+    """Give the model's members faster twins for a few rows where those predict the probe
+    rows as the members do: Treelite for trees (:mod:`ensemblex.members.compiled_trees`,
+    with ``treelite``), numpy for nearest neighbours
+    (:mod:`ensemblex.members.compiled_neighbors`); returns the members switched."""
+    from ensemblex.members.compiled_neighbors import compile_neighbors
     from ensemblex.members.compiled_trees import compile_member
 
+    compilers = [compile_member, compile_neighbors] if treelite else [compile_neighbors]
     probe = probe_rows(model)
     switched = []
     for member in model.fitted_members_:
-        if all([compile_member(fold, probe) for fold in member.folds]):
-            switched.append(member.name)
-        else:  # all folds of a member or none
-            for fold in member.folds:
-                fold.__dict__.pop("trees_", None)
+        for compile_one in compilers:
+            if all([compile_one(fold, probe) for fold in member.folds]):
+                switched.append(member.name)
+                break
+            for fold in member.folds:  # all folds of a member or none
+                fold.__dict__.pop("twin_", None)
     return switched
