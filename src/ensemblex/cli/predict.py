@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from ensemblex.cli.app import app, console, err_console, fail
+from ensemblex.cli.app import app, console, err_console, fail, idle_threads_sleep
 
 
 @app.command()
@@ -24,11 +24,7 @@ def predict(
     The output has the --id column (if given), ``prediction`` (a value or the most probable
     class) and, for classification, ``proba_<class>`` for each class.
     """
-    import os
-
-    # idle OpenMP threads of one member's library must not spin while the next member runs
-    # (see `ensemblex serve`); read when the libraries load, below
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    idle_threads_sleep()  # read when the libraries load, below
     from ensemblex.ensemble import Ensemble
     from ensemblex.files import write_json_atomic
     from ensemblex.runs import RunFolder, model_dir

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
 import typer
 
-from ensemblex.cli.app import app, console, fail
+from ensemblex.cli.app import app, console, fail, idle_threads_sleep
 
 
 @app.command()
@@ -42,11 +41,7 @@ def serve(
 
     The model is verified before the server starts (signed models: ENSEMBLEX_SIGNING_KEY).
     """
-    # Members from several OpenMP libraries (LightGBM, XGBoost, scikit-learn) take turns on
-    # every request; idle OpenMP threads that spin-wait steal the next library's core (churn,
-    # one row through 11 members: 14.3 ms spinning, 8.2 ms passive). Read when the libraries
-    # load, which is below.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    idle_threads_sleep()  # read when the libraries load, which is below
     try:
         import uvicorn
 
