@@ -63,6 +63,10 @@ def test_schema_check_names_bad_columns(table):
     assert list(checked.columns) == [*schema.features, "customer_id", "name"]
     without_name = schema.check(table.drop(columns="name"))
     assert list(without_name.columns) == [*schema.features, "customer_id"]
+    twice = pd.concat([table, table[["income"]].astype(str)], axis=1)
+    with pytest.raises(ValueError, match=r"new.csv: columns \['income'\] appear more than once"):
+        schema.check(twice, source="new.csv")
+    pd.testing.assert_frame_equal(checked, table[::-1][checked.columns])  # values untouched
 
 
 def test_a_few_text_cells_keep_a_column_numeric_and_become_missing(table, caplog):

@@ -125,6 +125,9 @@ class Schema:
         """
         if not isinstance(X, pd.DataFrame):
             raise TypeError(f"{source}: expected a pandas DataFrame, got {type(X).__name__}")
+        if not X.columns.is_unique:
+            repeated = sorted({str(c) for c in X.columns[X.columns.duplicated()]})
+            raise ValueError(f"{source}: columns {_few(repeated)} appear more than once")
         missing = [c for c in self.features if c not in X.columns]
         if missing:
             raise ValueError(
@@ -152,8 +155,6 @@ class Schema:
         if coerced:
             X = X.assign(**coerced)
         wanted = self.features + [c for c in self.dropped if c in X.columns]
-        if not X.columns.is_unique:
-            return X[wanted]
         # take by position: a fifth of the time of X[wanted] on a served row (56 vs 300 us)
         return X.take(X.columns.get_indexer(wanted), axis=1)
 

@@ -1,6 +1,7 @@
 """Numpy twins of nearest-neighbour members predict what scikit-learn predicts."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from member_cases import fold_context, tables
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
@@ -27,8 +28,25 @@ def test_twins_predict_as_the_members(task, estimator, churn_table):
     got = np.concatenate([fitted.predict(X_test.iloc[[i]]) for i in range(len(X_test))])
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE)
     Z = fitted.encode(X_test)
-    np.testing.assert_allclose(fitted.twin_.predict(Z), expected, rtol=0, atol=TOLERANCE)
+    got, tied = fitted.twin_.predict_untied(Z)
+    assert tied.mean() < 0.5
+    np.testing.assert_allclose(got[~tied], expected[~tied], rtol=0, atol=TOLERANCE)
     assert fitted.twin_.max_rows == MAX_ROWS  # larger batches stay with scikit-learn
+
+
+def test_ties_and_infinities_are_left_to_scikit_learn(churn_table):
+    X, y, X_test = tables("binary", churn_table)
+    X2, y2 = pd.concat([X, X.head(50)], ignore_index=True), np.concatenate([y, 1 - y[:50]])
+    fitted = member("knn", KNeighborsClassifier(1)).fit(X2, y2, fold_context("binary", X2, y2))
+    assert compile_neighbors(fitted, X_test.head(30))
+    Z = fitted.encode(X.head(5))  # each has two training rows at distance 0, one per label
+    assert fitted.twin_.predict(Z) is None
+    np.testing.assert_array_equal(fitted.predict(X.head(5)), fitted.predict_model(Z))
+    Z = fitted.encode(X_test.head(1))
+    Z[0, 0] = np.inf
+    assert fitted.twin_.predict(Z) is None
+    with pytest.raises(ValueError):
+        fitted._predict_encoded(Z)  # scikit-learn's own refusal
 
 
 def test_a_query_on_a_training_row_weighs_only_that_row(churn_table):

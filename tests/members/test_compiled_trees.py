@@ -46,3 +46,16 @@ def test_other_members_are_left_alone(churn_table):
     )
     assert not compile_member(fitted, X_test.head(20))
     assert getattr(fitted, "twin_", None) is None
+
+
+def test_rows_with_infinities_go_to_the_library(churn_table):
+    X, y, X_test = tables("binary", churn_table)
+    fitted = member("trees", ExtraTreesClassifier(10, random_state=0)).fit(
+        X, y, fold_context("binary", X, y)
+    )
+    assert compile_member(fitted, X_test.head(20))
+    Z = fitted.encode(X_test.head(1))
+    Z[0, 0] = np.inf
+    assert fitted.twin_.predict(Z) is None
+    with pytest.raises(ValueError):  # scikit-learn refuses what the twin would have answered
+        fitted._predict_encoded(Z)

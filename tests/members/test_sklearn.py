@@ -370,7 +370,7 @@ TAMPERING = {
     ),
     "feature out of range": (_set("feature", 10), r"feature must be in \[0, 10\)"),
     "a leaf with a feature": (_set("feature", 3, leaf=True), "at leaves"),
-    "threshold not finite": (_set("threshold", np.nan), "threshold is not finite"),
+    "threshold NaN": (_set("threshold", np.nan), "threshold is NaN"),
     "missing_go_to_left": (_set("missing_go_to_left", 7), "missing_go_to_left must be 0 or 1"),
     "max_depth too small": (
         lambda a: a["max_depth"].__setitem__(1, a["max_depth"][1] - 1),
@@ -451,3 +451,30 @@ def test_an_unknown_forest_format_is_refused(saved_forest):
     settings = {"encoding": "ordinal", "forest_format": "skops-shell+safetensors-trees/9"}
     with pytest.raises(ValueError, match=r"model.skops: forest_format must be .*however"):
         SklearnMember.load_model(saved_forest / "model.skops", "binary", settings)
+
+
+def test_a_forest_trained_on_missing_values_round_trips(churn_table, tmp_path):
+    # scikit-learn splits missing values off with an infinite threshold, which must load
+    X, y, X_test = tables("binary", churn_table)
+    X = X.copy()
+    X.loc[X.index[::3], "Balance"] = np.nan
+    estimator = RandomForestClassifier(10, random_state=0)
+    fitted = member("forest", estimator, encoding="native").fit(X, y, fold_context("binary", X, y))
+    thresholds = np.concatenate([t.tree_.threshold for t in fitted.model_.estimators_])
+    assert np.isinf(thresholds).any()
+    loaded = load_member(fitted.save(tmp_path / "forest"))
+    np.testing.assert_array_equal(loaded.predict(X_test), fitted.predict(X_test))
+
+
+def test_a_loaded_member_predicts_after_copy_and_pickle(churn_table, tmp_path):
+    import copy
+    import pickle
+
+    X, y, X_test = tables("binary", churn_table)
+    fitted = member("forest", RandomForestClassifier(5, random_state=0)).fit(
+        X, y, fold_context("binary", X, y)
+    )
+    loaded = load_member(fitted.save(tmp_path / "forest"))
+    expected = fitted.predict(X_test)
+    for other in (copy.deepcopy(loaded), pickle.loads(pickle.dumps(loaded))):
+        np.testing.assert_array_equal(other.predict(X_test), expected)

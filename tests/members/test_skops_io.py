@@ -12,6 +12,7 @@ from skops.io._trusted_types import SKLEARN_ESTIMATOR_TYPE_NAMES as names
 print('torch' in sys.modules, 'pytest' in sys.modules, len(names),
       'sklearn.neural_network._multilayer_perceptron.MLPClassifier' in names,
       sys.modules.get('torch', 0) is None, sys.modules.get('pytest', 0) is None)
+from sklearn.utils._testing import skip_if_32bit  # defined only with pytest: imports again
 """
 
 

@@ -289,7 +289,9 @@ class TabularMember(Member):
         # the member's library (members/compiled_trees.py, members/compiled_neighbors.py)
         twin = getattr(self, "twin_", None)
         if twin is not None and len(Z) <= twin.max_rows:
-            return twin.predict(Z)
+            answer = twin.predict(Z)
+            if answer is not None:  # None: rows the twin leaves to the library
+                return answer
         return self.predict_model(Z)
 
     def encode(self, X, columns: TableColumns | None = None) -> np.ndarray:
@@ -308,7 +310,7 @@ class TabularMember(Member):
         built at first use: members that share an encoding through :meth:`predict_shared`
         never build theirs (each build checks itself on probe rows, 20 ms)."""
         compiled = getattr(self, "compiled_", None)
-        if compiled is _NOT_BUILT:
+        if isinstance(compiled, str):  # _NOT_BUILT
             compiled = self.compiled_ = CompiledEncoder.from_fitted(self.preprocessor_)
         return compiled
 
@@ -359,7 +361,9 @@ class TabularMember(Member):
         return f"{type(self).__name__}({self.name!r}, {self.estimator!r}, {self.encoding!r})"
 
 
-_NOT_BUILT = object()  # a loaded member's compiled encoder, until its first encode
+# a loaded member's compiled encoder until its first encode (a string: it survives copy and
+# pickle, where a sentinel object would not be itself any more)
+_NOT_BUILT = "not built"
 
 
 def preprocessor_key(preprocessor) -> str:

@@ -38,10 +38,14 @@ class TreeliteModel:
         self.float32 = float32
         self.max_rows = max_rows
 
-    def predict(self, Z) -> np.ndarray:
+    def predict(self, Z) -> np.ndarray | None:
+        """Predictions ``(n, 1, n_outputs)``, or None for rows holding infinities: the
+        member's library decides what those mean (scikit-learn refuses them)."""
         import treelite
 
         Z = np.ascontiguousarray(Z, dtype=np.float32 if self.float32 else np.float64)
+        if np.isinf(Z).any():
+            return None
         out = np.asarray(treelite.gtil.predict(self.model, Z, nthread=1))
         out = out.reshape(len(Z), -1).astype(np.float64)
         if self.task == "regression" or out.shape[1] == 1:

@@ -323,8 +323,9 @@ def _check_trees(arrays: dict, path: Path, n_features: int, n_classes: int) -> N
         inner, (feature >= 0) & (feature < n_features), feature == TREE_UNDEFINED
     ).all():
         refuse(f"feature must be in [0, {n_features}) at splits and {TREE_UNDEFINED} at leaves")
-    if not np.isfinite(arrays["threshold"]).all():
-        refuse("a threshold is not finite")
+    # +-inf is a real threshold (a split sending only the missing values one way); NaN is not
+    if np.isnan(arrays["threshold"]).any():
+        refuse("a threshold is NaN")
     if arrays["missing_go_to_left"].max() > 1:
         refuse("missing_go_to_left must be 0 or 1")
 

@@ -72,6 +72,14 @@ def _forest_predict(model, X, task: str):
     from ensemblex.members.base import one_column
 
     X = np.ascontiguousarray(X, dtype=np.float32)  # the trees' own input type
+    if X.ndim != 2 or X.shape[1] != model.n_features_in_:
+        # tree_.predict does not check the width: a narrower row would be read past its end
+        raise ValueError(
+            f"the forest reads {model.n_features_in_} encoded columns, however the rows have "
+            f"shape {X.shape}"
+        )
+    if not np.isfinite(X[~np.isnan(X)]).all():
+        raise ValueError("the encoded rows hold infinity or a value too large for float32")
     trees = model.estimators_
     if task == "regression":
         total = np.zeros(len(X))

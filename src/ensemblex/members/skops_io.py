@@ -53,6 +53,7 @@ def skops_io():
 
         return skops.io
     blocked = [name for name in ("torch", "pytest") if name not in sys.modules]
+    before = set(sys.modules)
     for name in blocked:
         sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` fail
     try:
@@ -61,7 +62,15 @@ def skops_io():
         for name in blocked:
             if sys.modules.get(name, 0) is None:
                 del sys.modules[name]
+        # scikit-learn's test helpers, imported without pytest, lack the names they define
+        # with it: forgotten, a later import runs them again, with pytest if it is there
+        for name in _NEEDS_BLOCKED & (set(sys.modules) - before):
+            del sys.modules[name]
     return skops.io
+
+
+# Modules the scan imports that define names only when a blocked package imports.
+_NEEDS_BLOCKED = {"sklearn.utils._testing"}
 
 
 def dump_skops(obj, path: Path) -> None:
