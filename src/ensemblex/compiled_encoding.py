@@ -232,12 +232,10 @@ class TableColumns:
         of them is not numeric (or is boolean)."""
         key = tuple(cols)
         if key not in self._numbers:
+            from ensemblex.preprocessing import is_numeric
+
             dtypes = self.X.dtypes
-            numeric = all(
-                pd.api.types.is_numeric_dtype(dtypes[c])
-                and not pd.api.types.is_bool_dtype(dtypes[c])
-                for c in cols
-            )
+            numeric = all(is_numeric(dtypes[c]) for c in cols)
             # column by column: selecting several columns of a mixed frame first costs 200 us
             self._numbers[key] = (
                 np.column_stack([_floats(self.X[c]) for c in cols]) if numeric else None

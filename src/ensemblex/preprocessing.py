@@ -142,8 +142,7 @@ class Schema:
         coerced = {}
         dtypes = dict(zip(X.columns, X.dtypes))  # (reading each column costs 10 us a row)
         for col in self.numeric:
-            dtype = dtypes[col]
-            if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+            if is_numeric(dtypes[col]):
                 continue
             numbers = _as_numbers(X[col], col, source)
             if numbers is None:
@@ -189,8 +188,9 @@ def _as_numbers(col: pd.Series, name, source: str, warn: bool = True) -> pd.Seri
     return out
 
 
-def _is_numeric(col: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+def is_numeric(column) -> bool:
+    """Whether a column (a Series or its dtype) holds numbers: numeric and not boolean."""
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
 
 def _few(columns: list, shown: int = 12) -> str:
@@ -217,12 +217,12 @@ def infer_schema(X: pd.DataFrame, source: str = "data") -> Schema:
     numeric, categorical, dropped = [], [], []
     for col in X.columns:
         values = X[col]
-        if not _is_numeric(values):  # mostly numbers: numeric, the odd cell missing
+        if not is_numeric(values):  # mostly numbers: numeric, the odd cell missing
             numbers = _as_numbers(values, col, source, warn=False)  # check() warns
             values = values if numbers is None else numbers
         if _looks_like_id(values, str(col)):
             dropped.append(col)
-        elif _is_numeric(values):
+        elif is_numeric(values):
             numeric.append(col)
         else:
             categorical.append(col)
@@ -259,7 +259,7 @@ def _categories(X: pd.DataFrame, columns: list) -> dict[str, list[str]]:
 def _looks_like_id(col: pd.Series, name: str) -> bool:
     n = len(col)
     unique_share = col.nunique(dropna=True) / max(n, 1)
-    if not _is_numeric(col):
+    if not is_numeric(col):
         # names and codes, not numbers with a few odd cells (those stay as categories)
         mostly_numbers = pd.to_numeric(col.dropna().astype(str), errors="coerce").notna().mean()
         return n >= 20 and unique_share >= _ID_UNIQUE_SHARE and mostly_numbers < 0.5

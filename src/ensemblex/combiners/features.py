@@ -59,12 +59,6 @@ def _frame(X, source: str):
     return pd.DataFrame(array, columns=[f"x{j}" for j in range(array.shape[1])])
 
 
-def _is_numeric(column) -> bool:
-    import pandas as pd
-
-    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
-
-
 def fit_feature_encoding(X, source: str = "X") -> dict:
     """Learn the encoding of ``X`` (DataFrame or 2-D array): a JSON-able dict with arrays.
 
@@ -74,10 +68,12 @@ def fit_feature_encoding(X, source: str = "X") -> dict:
         ``columns`` (names in order), ``numeric`` (names), ``center`` and ``scale`` (one per
         numeric column), ``categories`` (name -> categories kept).
     """
+    from ensemblex.preprocessing import is_numeric
+
     frame = _frame(X, source)
     if frame.shape[1] == 0:
         raise ValueError(f"{source} must have at least one column")
-    numeric = [c for c in frame.columns if _is_numeric(frame[c])]
+    numeric = [c for c in frame.columns if is_numeric(frame[c])]
     values = frame[numeric].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     values[~np.isfinite(values)] = np.nan
     with np.errstate(all="ignore"), _quiet_nan_warnings():
