@@ -1,5 +1,6 @@
 """skops is imported without PyTorch or pytest, and still trusts scikit-learn's estimators."""
 
+import json
 import subprocess
 import sys
 
@@ -24,3 +25,30 @@ def test_skops_imports_without_torch_or_pytest():
     assert (torch, pytest_loaded) == ("False", "False")
     assert int(n) > 150 and mlp == "True"  # scikit-learn's estimators are all trusted
     assert (torch_none, pytest_none) == ("False", "False")  # the blocks are lifted after
+
+
+NAMES = """
+import json, sys
+import sklearn.base, scipy.special
+if sys.argv[1] == "ours":
+    from ensemblex.members.skops_io import skops_io
+    skops_io()
+else:
+    sys.modules["torch"] = sys.modules["pytest"] = None  # as ours does
+    import skops.io
+import skops.io._trusted_types as trusted
+print(json.dumps({k: getattr(trusted, k) for k in dir(trusted) if k.endswith("_NAMES")}))
+"""
+
+
+def test_skops_trusts_the_same_types_through_the_faster_module_search():
+    def names(how):
+        out = subprocess.run(
+            [sys.executable, "-c", NAMES, how], capture_output=True, text=True, check=True
+        ).stdout
+        return json.loads(out)
+
+    ours, plain = names("ours"), names("plain")
+    assert ours == plain
+    assert len(ours["SCIPY_UFUNC_TYPE_NAMES"]) > 100  # the ufuncs searched for, all found
+    assert not any(n.startswith("__main__") for n in ours["SCIPY_UFUNC_TYPE_NAMES"])

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+import warnings
 from pathlib import Path
 
 # Types a saved scikit-learn member may contain beyond skops' defaults (which cover
@@ -46,8 +51,6 @@ def skops_io():
     already done); the list of estimators skops trusts is the same (208 types with
     scikit-learn 1.9).
     """
-    import sys
-
     if "skops.io" in sys.modules:
         import skops.io
 
@@ -56,9 +59,12 @@ def skops_io():
     before = set(sys.modules)
     for name in blocked:
         sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` fail
+    finder = _FastWhichmodule()
+    sys.meta_path.insert(0, finder)
     try:
         import skops.io
     finally:
+        sys.meta_path.remove(finder)
         for name in blocked:
             if sys.modules.get(name, 0) is None:
                 del sys.modules[name]
@@ -71,6 +77,63 @@ def skops_io():
 
 # Modules the scan imports that define names only when a blocked package imports.
 _NEEDS_BLOCKED = {"sklearn.utils._testing"}
+
+
+class _FastWhichmodule(importlib.abc.MetaPathFinder):
+    """Gives ``skops.io._utils`` a faster ``whichmodule``, with the same answers.
+
+    At import, skops names every SciPy ufunc it trusts by searching ``sys.modules``, in
+    order, for the first module holding it: ``getattr(module, name, None)`` on each of
+    about 2,000 modules for each of about 400 ufuncs. A miss on a module raises and catches
+    an AttributeError whose message is formatted first, so the search took 0.9 s of
+    `predict`'s 7.7 s CPU. Reading a plain module's ``__dict__`` gives what ``getattr``
+    gives (names of the module type itself, like ``__class__``, excepted), at a fraction of
+    the cost; modules with a ``__getattr__`` of their own, and other objects in
+    ``sys.modules``, are still asked through ``getattr``.
+    """
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "skops.io._utils":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_patch(module):
+            exec_module(module)
+            module.whichmodule = _fast_whichmodule(module.whichmodule)
+
+        spec.loader.exec_module = exec_then_patch  # type: ignore[method-assign]
+        return spec
+
+
+_MODULE_TYPE_NAMES = frozenset(dir(types.ModuleType))
+
+
+def _fast_whichmodule(original):
+    def whichmodule(obj, name: str) -> str:
+        module_name = getattr(obj, "__module__", None)
+        if module_name is not None or "." in name or name in _MODULE_TYPE_NAMES:
+            return original(obj, name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # as skops: numpy.core
+            for module_name, module in sys.modules.copy().items():
+                if module_name in ("__main__", "__mp_main__") or module is None:
+                    continue
+                namespace = getattr(module, "__dict__", None)
+                if type(module) is types.ModuleType and "__getattr__" not in namespace:
+                    found = namespace.get(name)
+                else:
+                    try:
+                        found = getattr(module, name, None)
+                    except (AttributeError, ImportError):
+                        continue
+                if found is obj:
+                    return module_name
+        return "__main__"
+
+    return whichmodule
 
 
 def dump_skops(obj, path: Path) -> None:
