@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 
@@ -176,3 +177,57 @@ def test_a_damaged_model_txt_is_a_value_error_not_a_crash(saved, how, damage_gua
     )
     assert done.returncode == 0, f"crashed with {done.returncode}: {done.stderr[-300:]}"
     assert "ValueError:" in done.stdout and "model.txt" in done.stdout
+
+
+def _edit_field(text: str, key: str, tree: int, edit) -> str:
+    """``text`` with ``edit`` applied to the values of ``key`` in tree ``tree`` (and no
+    ``tree_sizes``, which the edit would contradict)."""
+    text = re.sub(r"\ntree_sizes=[^\n]*", "", text, count=1)
+    at = text.index(f"Tree={tree}\n")
+    start = text.index(f"\n{key}=", at) + len(key) + 2
+    stop = text.index("\n", start)
+    return text[:start] + " ".join(edit(text[start:stop].split())) + text[stop:]
+
+
+def _swap_first_two(values):
+    return [values[1], values[0], *values[2:]] if len(values) > 1 else values
+
+
+# (field, edit, what the check says): each problem planted in tree 3, trees 0-2 intact
+_PLANTED = [
+    ("split_feature", lambda v: ["99", *v[1:]], "split_feature out of range"),
+    ("left_child", lambda v: ["-99", *v[1:]], "child index out of range"),
+    ("right_child", lambda v: [v[0], *v], "right_child has"),
+    ("left_child", lambda v: [v[0], v[0], *v[2:]], "children do not form a tree"),
+    ("threshold", lambda v: ["1e", *v[1:]], "malformed line"),
+    ("decision_type", lambda v: ["1.5", *v[1:]], "missing or non-integer split fields"),
+    ("num_leaves", lambda v: ["0"], "num_leaves < 1"),
+]
+
+
+@pytest.mark.parametrize("key, edit, message", _PLANTED)
+def test_the_model_text_check_names_the_tree_and_the_problem(saved, key, edit, message):
+    from ensemblex.members.lightgbm_text import check_model_text
+
+    text = gzip.decompress((saved / "model.txt.gz").read_bytes()).decode()
+    assert check_model_text(text.encode()) is None
+    damaged = _edit_field(text, key, 3, edit)
+    assert damaged != text
+    assert check_model_text(damaged.encode()).startswith(f"tree 3: {message}")
+
+
+def test_a_categorical_split_outside_its_tables_is_refused(saved):
+    from ensemblex.members.lightgbm_text import check_model_text
+
+    text = gzip.decompress((saved / "model.txt.gz").read_bytes()).decode()
+    tree, block = next(
+        (int(m[1]), m[2])
+        for m in re.finditer(r"Tree=(\d+)\n(.*?)\n\n", text, re.S)
+        if "num_cat=0" not in m[2]
+    )
+    categorical = block.split("decision_type=")[1].split("\n")[0].split()
+    i = next(i for i, d in enumerate(categorical) if int(d) & 1)
+    damaged = _edit_field(text, "threshold", tree, lambda v: [*v[:i], "7", *v[i + 1 :]])
+    assert check_model_text(damaged.encode()) == (
+        f"tree {tree}: a categorical split points outside the category tables"
+    )
