@@ -1,6 +1,7 @@
 """What a fitted ensemble deploys: only the members its combiner uses, as fold models or
 refit on all rows (``refit_full``), saved once (hard links into the run store)."""
 
+import copy
 import json
 import os
 
@@ -101,3 +102,37 @@ def test_saved_models_share_the_run_stores_files(churn_split, tmp_path):
     np.testing.assert_array_equal(
         EnsembleClassifier.load(again).predict_proba(X_new), model.predict_proba(X_new)
     )
+
+
+def test_members_with_one_encoding_load_one_preprocessor(churn_split, tmp_path):
+    X, y, X_new, _ = churn_split
+    model = EnsembleClassifier(members="fast", combiner="mean", cv=3, work_dir=tmp_path / "w")
+    saved = model.fit(X, y).save(tmp_path / "m")
+    loaded = EnsembleClassifier.load(saved)
+    groups = {}
+    for member in loaded.fitted_members_:
+        for fold in member.folds:
+            groups.setdefault(fold.preprocessor_key_, []).append(fold.preprocessor_)
+    # linear and kNN, one-hot encoded on the same fold's rows: three pairs
+    assert sorted(len(g) for g in groups.values()).count(2) == 3
+    assert all(all(p is g[0] for p in g) for g in groups.values())
+    np.testing.assert_array_equal(loaded.predict_proba(X_new), model.predict_proba(X_new))
+    # the key is the content: equal for two saves of one object, whatever skops' ids
+    from ensemblex.members.skops_io import dump_skops, skops_content_digest
+
+    fold = loaded.fitted_members_[0].folds[0]
+    dump_skops(fold.preprocessor_, tmp_path / "a.skops")
+    dump_skops(copy.deepcopy(fold.preprocessor_), tmp_path / "b.skops")
+    assert (tmp_path / "a.skops").read_bytes() != (tmp_path / "b.skops").read_bytes()
+    assert skops_content_digest(tmp_path / "a.skops") == skops_content_digest(tmp_path / "b.skops")
+    assert fold.preprocessor_key_ == "content:" + skops_content_digest(tmp_path / "a.skops")
+    other = next(
+        f
+        for m in loaded.fitted_members_
+        for f in m.folds
+        if f.preprocessor_key_ != fold.preprocessor_key_
+    )
+    dump_skops(other.preprocessor_, tmp_path / "c.skops")
+    assert skops_content_digest(tmp_path / "c.skops") != skops_content_digest(tmp_path / "a.skops")
+    (tmp_path / "d.skops").write_bytes(b"not a zip")
+    assert skops_content_digest(tmp_path / "d.skops") is None

@@ -40,7 +40,7 @@ from ensemblex.crossfit import (
 )
 from ensemblex.files import sha256_file, write_text_atomic
 from ensemblex.labels import NESTED_CV
-from ensemblex.members.base import MEMBER_FILE, Member, load_member
+from ensemblex.members.base import MEMBER_FILE, Member, load_member, sharing_preprocessors
 from ensemblex.members.prefitted import PrefittedMember
 from ensemblex.members.zoo import resolve_members
 from ensemblex.metrics import get_metric
@@ -620,16 +620,17 @@ class Ensemble(BaseEstimator):
         self.metric_ = get_metric(manifest["metric"], self.task_)
         self.schema_ = Schema.from_dict(manifest["schema"])
         self.fitted_members_ = []
-        for m in manifest["members"]:
-            folds = [load_member(_inside(path, rel)) for rel in m["folds"]]
-            for fold in folds:
-                if fold.column_names() != list(m["columns"]) or fold.task != self.task_:
-                    raise ValueError(
-                        f"{path}: member {m['name']!r} lists columns {m['columns']} for a "
-                        f"{self.task_} task, however its fold models yield "
-                        f"{fold.column_names()} ({fold.task})"
-                    )
-            self.fitted_members_.append(CrossFittedMember(m["name"], list(m["columns"]), folds))
+        with sharing_preprocessors():  # members refit on the same rows: one encoder
+            for m in manifest["members"]:
+                folds = [load_member(_inside(path, rel)) for rel in m["folds"]]
+                for fold in folds:
+                    if fold.column_names() != list(m["columns"]) or fold.task != self.task_:
+                        raise ValueError(
+                            f"{path}: member {m['name']!r} lists columns {m['columns']} for a "
+                            f"{self.task_} task, however its fold models yield "
+                            f"{fold.column_names()} ({fold.task})"
+                        )
+                self.fitted_members_.append(CrossFittedMember(m["name"], list(m["columns"]), folds))
         saved = [c for m in self.fitted_members_ for c in m.columns]
         # the combiner's columns; members it does not use are not saved (older models: all)
         self.member_names_ = list(manifest.get("member_columns", saved))

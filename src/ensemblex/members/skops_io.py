@@ -160,3 +160,54 @@ def load_skops(path: Path):
         raise ValueError(f"{path}: refuses to load untrusted types {refused}") from None
     except Exception as exc:  # a damaged file fails inside skops, zipfile or numpy
         raise ValueError(f"{path}: not a readable skops file ({exc})") from None
+
+
+def skops_content_digest(path: Path) -> str | None:
+    """SHA-256 of what a skops file holds, the same for two saves of equal objects: its
+    schema with skops' object ids (``id()`` at save time, which also name the array files)
+    numbered in order of appearance, and its array files under those numbers. None if it
+    is not a readable skops file (loading it then says why)."""
+    import hashlib
+    import json
+    import zipfile
+
+    numbers: dict[str, str] = {}
+
+    def number(raw) -> str:
+        return numbers.setdefault(str(raw), str(len(numbers)))
+
+    def canonical(node):
+        if isinstance(node, dict):
+            out = {}
+            for k, v in node.items():
+                if k == "__id__":
+                    v = number(v)
+                elif k == "file" and isinstance(v, str) and "." in v:
+                    stem, _, suffix = v.partition(".")
+                    v = f"{number(stem)}.{suffix}"
+                else:
+                    v = canonical(v)
+                out[k] = v
+            return out
+        if isinstance(node, list):
+            return [canonical(v) for v in node]
+        return node
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            schema = canonical(json.loads(archive.read("schema.json")))
+            digest = hashlib.sha256(json.dumps(schema, sort_keys=True).encode())
+            files = {}
+            for name in archive.namelist():
+                if name == "schema.json":
+                    continue
+                stem, _, suffix = name.partition(".")
+                if stem not in numbers:  # a file the schema does not name
+                    return None
+                files[f"{int(numbers[stem]):09d}.{suffix}"] = name
+            for canonical_name in sorted(files):
+                digest.update(f"\0{canonical_name}\0".encode())
+                digest.update(archive.read(files[canonical_name]))
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile):
+        return None
+    return digest.hexdigest()
