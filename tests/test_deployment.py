@@ -136,3 +136,7 @@ def test_members_with_one_encoding_load_one_preprocessor(churn_split, tmp_path):
     assert skops_content_digest(tmp_path / "c.skops") != skops_content_digest(tmp_path / "a.skops")
     (tmp_path / "d.skops").write_bytes(b"not a zip")
     assert skops_content_digest(tmp_path / "d.skops") is None
+    # skops reads a dict's keys by position: another order is another content
+    dump_skops({1: None, "2": None}, tmp_path / "e.skops")
+    dump_skops({2: None, "1": None}, tmp_path / "f.skops")
+    assert skops_content_digest(tmp_path / "e.skops") != skops_content_digest(tmp_path / "f.skops")

@@ -98,14 +98,26 @@ class _FastWhichmodule(importlib.abc.MetaPathFinder):
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None:
             return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_then_patch(module):
-            exec_module(module)
-            module.whichmodule = _fast_whichmodule(module.whichmodule)
-
-        spec.loader.exec_module = exec_then_patch  # type: ignore[method-assign]
+        # a loader of its own: a zip importer is the loader of every module in its archive
+        spec.loader = _PatchingLoader(spec.loader)
         return spec
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    """``loader``, replacing ``whichmodule`` in the module once it has run."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        module.whichmodule = _fast_whichmodule(module.whichmodule)
+
+    def __getattr__(self, name):  # get_source, is_package, ...: the wrapped loader's
+        return getattr(self.loader, name)
 
 
 _MODULE_TYPE_NAMES = frozenset(dir(types.ModuleType))
@@ -164,17 +176,22 @@ def load_skops(path: Path):
 
 def skops_content_digest(path: Path) -> str | None:
     """SHA-256 of what a skops file holds, the same for two saves of equal objects: its
-    schema with skops' object ids (``id()`` at save time, which also name the array files)
-    numbered in order of appearance, and its array files under those numbers. None if it
-    is not a readable skops file (loading it then says why)."""
+    schema (in its own key order, which skops reads by position) with skops' object ids
+    (``id()`` at save time, which also name the array files) numbered in order of
+    appearance, and each array file, length-framed, under its number. None where the file
+    is not plainly of that shape (it is then loaded and audited on its own)."""
     import hashlib
     import json
     import zipfile
 
-    numbers: dict[str, str] = {}
+    numbers: dict[int, int] = {}
 
-    def number(raw) -> str:
-        return numbers.setdefault(str(raw), str(len(numbers)))
+    def number(raw) -> int:
+        if type(raw) is not int or raw <= 0:  # skops' ids are positive integers
+            raise ValueError(f"object id {raw!r}")
+        return numbers.setdefault(raw, len(numbers) + 1)
+
+    named: dict[str, str] = {}  # array file -> its name, numbered
 
     def canonical(node):
         if isinstance(node, dict):
@@ -182,9 +199,11 @@ def skops_content_digest(path: Path) -> str | None:
             for k, v in node.items():
                 if k == "__id__":
                     v = number(v)
-                elif k == "file" and isinstance(v, str) and "." in v:
-                    stem, _, suffix = v.partition(".")
-                    v = f"{number(stem)}.{suffix}"
+                elif k == "file" and isinstance(v, str):
+                    stem, dot, suffix = v.partition(".")
+                    if not (stem.isdigit() and dot and suffix.isalnum()):
+                        raise ValueError(f"file name {v!r}")
+                    v = named.setdefault(v, f"{number(int(stem))}.{suffix}")
                 else:
                     v = canonical(v)
                 out[k] = v
@@ -196,18 +215,13 @@ def skops_content_digest(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
             schema = canonical(json.loads(archive.read("schema.json")))
-            digest = hashlib.sha256(json.dumps(schema, sort_keys=True).encode())
-            files = {}
-            for name in archive.namelist():
-                if name == "schema.json":
-                    continue
-                stem, _, suffix = name.partition(".")
-                if stem not in numbers:  # a file the schema does not name
-                    return None
-                files[f"{int(numbers[stem]):09d}.{suffix}"] = name
-            for canonical_name in sorted(files):
-                digest.update(f"\0{canonical_name}\0".encode())
-                digest.update(archive.read(files[canonical_name]))
-    except (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile):
+            digest = hashlib.sha256(json.dumps(schema).encode())
+            if set(archive.namelist()) != set(named) | {"schema.json"}:
+                return None  # files the schema does not name, or names it lacks
+            for name, canonical_name in sorted(named.items(), key=lambda item: item[1]):
+                data = archive.read(name)
+                digest.update(f"\0{canonical_name}\0{len(data)}\0".encode())
+                digest.update(data)
+    except Exception:  # any unreadable file: skops' own load says why
         return None
     return digest.hexdigest()
