@@ -103,16 +103,17 @@ def test_time_limit_skips_candidates_not_started_and_progress_names_each(binary_
         binary_zoo.oof, binary_zoo.y, progress=lambda name, done, total: seen.append(name)
     )
     assert list(auto.scores_) == ["best", "ensemble"] or list(auto.scores_) == ["best"]
-    assert auto.skipped_ == [n for n in default_candidates() if n != "best"]
+    binary = default_candidates(task="binary")
+    assert auto.skipped_ == [n for n in binary if n != "best"]
     assert seen[0] == "best"
     seen.clear()
     full = AutoCombiner(cv=3).fit(
         binary_zoo.oof, binary_zoo.y, progress=lambda name, done, total: seen.append(name)
     )
     starts = [name for name in seen if "(" not in name]
-    assert starts == [*default_candidates(), "ensemble"] and full.skipped_ == []
+    assert starts == [*binary, "ensemble"] and full.skipped_ == []
     # and every outer fold of every first-level candidate, as it finishes
-    for name in default_candidates():
+    for name in binary:
         assert [n for n in seen if n.startswith(f"{name} (")] == [
             f"{name} ({k}/3 folds)" for k in (1, 2, 3)
         ]
@@ -125,6 +126,13 @@ def test_multiclass_default_leaves_out_the_multinomial_stacks(multiclass_zoo):
     assert set(auto.scores_) == {"best", "mean", "greedy", "weighted", "pool", "ensemble"}
     named = AutoCombiner(candidates=["stack"], cv=3).fit(multiclass_zoo.oof, multiclass_zoo.y)
     assert "stack" in named.scores_
+
+
+def test_spline_stacking_is_a_default_candidate_for_regression_only():
+    assert "stack_spline" in default_candidates(task="regression")
+    for task in ("binary", "multiclass"):
+        assert "stack_spline" not in default_candidates(task=task)
+    assert "stack_spline" in default_candidates()  # and chosen by name for any task
 
 
 def test_unknown_candidate_name_is_refused(regression_zoo):

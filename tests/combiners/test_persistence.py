@@ -26,6 +26,7 @@ COMBINERS = {
     "greedy": GreedySelection,
     "stack": Stacking,
     "stack_regularized": Stacking.regularized,
+    "stack_spline": lambda: Stacking(basis="spline"),
     "auto": lambda: AutoCombiner(candidates=["mean", "greedy"], cv=3),
     "auto_nesting_a_stack": lambda: AutoCombiner(candidates=["stack"], cv=3, select="first"),
     "pool": Pooling,

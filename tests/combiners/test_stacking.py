@@ -113,3 +113,65 @@ def test_meta_models_predict_as_their_pipelines(zoo):
                 expected = np.zeros_like(got)
                 expected[:, model.classes_] = model.predict_proba(X)
             np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+
+
+def _range_experts(n: int, seed: int):
+    """Two members: one accurate on low targets and noisy on high ones, one the reverse."""
+    rng = np.random.default_rng(seed)
+    y = rng.uniform(0, 10, n)
+    low = y < 5
+    a = y + rng.normal(0, 1, n) * np.where(low, 0.2, 3.0)
+    b = y + rng.normal(0, 1, n) * np.where(low, 3.0, 0.2)
+    return np.stack([a, b], axis=1)[:, :, None], y
+
+
+def test_spline_basis_trusts_each_member_in_its_own_range():
+    P, y = _range_experts(3000, seed=0)
+    P_test, y_test = _range_experts(3000, seed=1)
+    rmse = {}
+    for basis in ("linear", "spline"):
+        stack = Stacking(basis=basis).fit(P, y)
+        rmse[basis] = np.sqrt(np.mean((stack.predict(P_test)[:, 0] - y_test) ** 2))
+    # a weight per member cannot tell the ranges apart (1.34 here); a spline basis can (0.97)
+    assert rmse["spline"] < 0.8 * rmse["linear"]
+
+
+def test_spline_design_is_the_basis_of_each_signal_and_their_mean(regression_zoo):
+    stack = Stacking(basis="spline", n_knots=5).fit(regression_zoo.oof, regression_zoo.y)
+    m = regression_zoo.oof.n_members
+    assert stack.spline_knots_.shape == (5, m + 1)
+    # n_knots + degree - 1 cubic B-splines per input, in [0, 1], summing to 1 inside the knots
+    X = stack._features(regression_zoo.oof.values)
+    assert X.shape[1] == (m + 1) * (5 + 3 - 1)
+    assert X.min() >= 0.0 and X.max() <= 1.0
+    np.testing.assert_allclose(X.reshape(len(X), m + 1, -1).sum(axis=2), 1.0)
+    assert Stacking().fit(regression_zoo.oof, regression_zoo.y).spline_knots_ is None
+
+
+def test_spline_knots_increase_for_members_with_few_values_and_constant_ones():
+    from ensemblex.combiners.stacking import spline_knots
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=200)
+    two_values = np.where(y > 0, 1.0, -1.0)  # quantiles repeat
+    P = np.stack([y + rng.normal(0, 0.3, 200), two_values, np.full(200, 3.0)], axis=1)[..., None]
+    knots = spline_knots(P[:, :, 0], 4)
+    assert np.all(np.diff(knots, axis=0) > 0)
+    np.testing.assert_allclose(knots[:, 1], np.linspace(-1, 1, 4))  # evenly spaced instead
+    stack = Stacking(basis="spline").fit(P, y)
+    assert np.all(np.isfinite(stack.predict(P)))
+
+
+def test_a_state_with_bad_spline_knots_is_refused(regression_zoo):
+    from ensemblex.combiners import Combiner
+
+    stack = Stacking(basis="spline").fit(regression_zoo.oof, regression_zoo.y)
+    state, arrays = stack.get_state()
+    name = state["fitted"]["spline_knots_"]["__array__"]
+    for bad in (arrays[name][::-1], arrays[name][:, :2], np.full_like(arrays[name], np.nan)):
+        with pytest.raises(ValueError, match="spline_knots_"):
+            Combiner.from_state(state, {**arrays, name: bad})
+    linear_state, linear_arrays = Stacking().fit(regression_zoo.oof, regression_zoo.y).get_state()
+    linear_state["fitted"]["spline_knots_"] = state["fitted"]["spline_knots_"]
+    with pytest.raises(ValueError, match="basis='linear'"):
+        Combiner.from_state(linear_state, {**linear_arrays, name: arrays[name]})

@@ -34,8 +34,8 @@ def blend(
         "auto",
         "--method",
         help="Combiner: auto picks by nested cross-validation; or a name: mean, best, "
-        "weighted, greedy, pool, stack, stack_regularized; with --features: ola, lca, "
-        "knora_e, knora_u, des_p, meta_des, fuzzy_routing, gate, stack_features, "
+        "weighted, greedy, pool, stack, stack_regularized, stack_spline; with --features: "
+        "ola, lca, knora_e, knora_u, des_p, meta_des, fuzzy_routing, gate, stack_features, "
         "stack_features_lgbm; label-free: knop, dawid_skene, ds_proba, sml, consensus.",
     ),
     features: Path | None = typer.Option(
