@@ -126,3 +126,21 @@ def test_bagged_selection_averages_selections_on_bootstrap_rows(zoo):
     assert bagged.indices_ == plain.indices_
     same = GreedySelection(n_bags=5, random_state=3).fit(zoo.oof, zoo.y)
     np.testing.assert_array_equal(same.weights_, bagged.weights_)
+
+
+def test_log_loss_selection_reads_only_the_true_class_with_the_same_numbers(zoo):
+    selection = GreedySelection().fit(zoo.oof, zoo.y)
+    y = zoo.y if zoo.oof.classes is None else encode_labels(zoo.y, zoo.oof.classes)
+    part, labels = selection.metric_.scored_part(y, zoo.oof.values)
+    if zoo.oof.task == "regression":
+        assert part is zoo.oof.values
+        return
+    assert part.shape == (zoo.oof.n_samples, zoo.oof.n_members, 1) and not labels.any()
+    np.testing.assert_array_equal(part[:, :, 0], zoo.oof.values[np.arange(len(y)), :, y])
+    # the selection on every class's probabilities picks the same, with the same losses
+    full = GreedySelection().fit(zoo.oof, zoo.y)
+    weights = full._select(zoo.oof.values, y, None)
+    np.testing.assert_array_equal(weights, selection.weights_)
+    np.testing.assert_array_equal(full.trajectory_, selection.trajectory_)
+    accuracy = get_metric("accuracy", zoo.oof.task)
+    assert accuracy.scored_part(y, zoo.oof.values)[0] is zoo.oof.values

@@ -80,6 +80,8 @@ class GreedySelection(WeightedAverage):
         self.random_state = random_state
 
     def _find_weights(self, values, y, sample_weight):
+        # only what the metric reads (log-loss: the true class), for every step of every bag
+        values, y = self.metric_.scored_part(y, values)
         weights = self._select(values, y, sample_weight)
         if self.n_bags == 1:
             return weights

@@ -179,6 +179,19 @@ class Metric:
         s = self.score_batch(y, candidates, sample_weight)
         return -s if self.greater_is_better else s
 
+    def scored_part(self, y, values) -> tuple[np.ndarray, np.ndarray]:
+        """The part of predictions ``values`` (n, m, k) this score reads, with labels for it.
+
+        Log-loss reads only each row's true-class probability: ``(values[..., y] as
+        (n, m, 1), zeros)``, on which every mixture scores the same to the bit (mixtures are
+        linear) at 1/k of the work; other metrics get ``(values, y)`` back.
+        """
+        y = np.asarray(y)
+        if self.name != "log_loss" or values.ndim != 3 or values.shape[2] == 1:
+            return values, y
+        true = np.take_along_axis(values, y.astype(np.intp)[:, None, None], axis=2)
+        return true, np.zeros(len(y), dtype=np.intp)
+
     def mixture_losses(self, y, members, sample_weight=None) -> Callable:
         """Prepare to score every mixture ``scale * (base + members[:, j])`` at once.
 
