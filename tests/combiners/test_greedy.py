@@ -128,7 +128,7 @@ def test_bagged_selection_averages_selections_on_bootstrap_rows(zoo):
     np.testing.assert_array_equal(same.weights_, bagged.weights_)
 
 
-def test_log_loss_selection_reads_only_the_true_class_with_the_same_numbers(zoo):
+def test_log_loss_selection_reads_only_the_true_class_with_the_same_numbers(zoo, monkeypatch):
     selection = GreedySelection().fit(zoo.oof, zoo.y)
     y = zoo.y if zoo.oof.classes is None else encode_labels(zoo.y, zoo.oof.classes)
     part, labels = selection.metric_.scored_part(y, zoo.oof.values)
@@ -142,5 +142,12 @@ def test_log_loss_selection_reads_only_the_true_class_with_the_same_numbers(zoo)
     weights = full._select(zoo.oof.values, y, None)
     np.testing.assert_array_equal(weights, selection.weights_)
     np.testing.assert_array_equal(full.trajectory_, selection.trajectory_)
+    # and so do bagged selections with sample weights
+    sw = np.random.default_rng(0).uniform(0, 2, len(y))
+    bagged = GreedySelection(n_bags=3).fit(zoo.oof, zoo.y, sample_weight=sw)
+    with monkeypatch.context() as patch:  # every class's probabilities, as before
+        patch.setattr(type(bagged.metric_), "scored_part", lambda self, y, values: (values, y))
+        reference = GreedySelection(n_bags=3).fit(zoo.oof, zoo.y, sample_weight=sw)
+    np.testing.assert_array_equal(reference.weights_, bagged.weights_)
     accuracy = get_metric("accuracy", zoo.oof.task)
     assert accuracy.scored_part(y, zoo.oof.values)[0] is zoo.oof.values

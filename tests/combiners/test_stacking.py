@@ -175,3 +175,52 @@ def test_a_state_with_bad_spline_knots_is_refused(regression_zoo):
     linear_state["fitted"]["spline_knots_"] = state["fitted"]["spline_knots_"]
     with pytest.raises(ValueError, match="basis='linear'"):
         Combiner.from_state(linear_state, {**linear_arrays, name: arrays[name]})
+
+
+def test_spline_stacking_predicts_each_row_on_its_own_and_meta_features_stay_scaled(
+    regression_zoo,
+):
+    P, y = regression_zoo.oof, regression_zoo.y
+    stack = Stacking(basis="spline", meta_features=True, interactions=2).fit(P, y)
+    test = regression_zoo.test.values
+    np.testing.assert_allclose(stack.predict(test[:7]), stack.predict(test)[:7], rtol=1e-12)
+    # the same model in other units of y: spline columns unscaled, the rest standardised
+    scaled = Stacking(basis="spline", meta_features=True, interactions=2).fit(
+        P.values * 1e3, y * 1e3
+    )
+    np.testing.assert_allclose(scaled.predict(test * 1e3) / 1e3, stack.predict(test), rtol=1e-6)
+    scaler = stack.meta_models_[0].named_steps["scale"]
+    n_spline = stack._spline_basis().n_features_out_
+    assert np.all(scaler.mean_[:n_spline] == 0) and np.all(scaler.scale_[:n_spline] == 1)
+    assert np.all(scaler.scale_[n_spline:] != 1)
+
+
+def test_a_state_saved_before_the_spline_basis_still_loads(regression_zoo):
+    from ensemblex.combiners import Combiner
+
+    stack = Stacking().fit(regression_zoo.oof, regression_zoo.y)
+    state, arrays = stack.get_state()
+    for param in ("basis", "n_knots"):
+        del state["params"][param]
+    del state["fitted"]["spline_knots_"]
+    loaded = Combiner.from_state(state, arrays)
+    assert loaded.basis == "linear" and loaded.spline_knots_ is None
+    np.testing.assert_array_equal(
+        loaded.predict(regression_zoo.test), stack.predict(regression_zoo.test)
+    )
+
+
+def test_a_state_with_bad_params_or_scaler_is_refused(regression_zoo):
+    from ensemblex.combiners import Combiner
+
+    stack = Stacking(basis="spline").fit(regression_zoo.oof, regression_zoo.y)
+    state, arrays = stack.get_state()
+    for bad in (None, "x", 1):
+        broken = {**state, "params": {**state["params"], "n_knots": bad}}
+        with pytest.raises(ValueError, match="n_knots"):
+            Combiner.from_state(broken, arrays)
+    meta = state["fitted"]["meta_models_"][0]
+    broken_meta = {**meta, "scale": {**meta["scale"], "scale_": None}}
+    broken = {**state, "fitted": {**state["fitted"], "meta_models_": [broken_meta]}}
+    with pytest.raises(ValueError, match="scaler"):
+        Combiner.from_state(broken, arrays)

@@ -187,7 +187,7 @@ class Metric:
         linear) at 1/k of the work; other metrics get ``(values, y)`` back.
         """
         y = np.asarray(y)
-        if self.name != "log_loss" or values.ndim != 3 or values.shape[2] == 1:
+        if self.batch_score is not _log_loss or values.ndim != 3 or values.shape[2] == 1:
             return values, y
         true = np.take_along_axis(values, y.astype(np.intp)[:, None, None], axis=2)
         return true, np.zeros(len(y), dtype=np.intp)
