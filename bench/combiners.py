@@ -1,7 +1,9 @@
 """Benchmark: every ensemblex combiner against AutoGluon and scikit-learn on the same OOF matrix.
 
-    .venv/bin/pip install -e . autogluon.core && .venv/bin/python bench/combiners.py [names]
-        [--readme] [--tables-only]
+    python3 -m venv bench/.cache/ag-venv && bench/.cache/ag-venv/bin/pip install -e . autogluon.core
+    bench/.cache/ag-venv/bin/python bench/combiners.py [names] [--readme] [--tables-only]
+
+(its own environment: AutoGluon pins an older pandas than ``.venv``'s).
 
 For ten datasets from ../shared/data (every classification and regression table but the
 graph; MNIST with a cheaper zoo, SMS spam with TF-IDF text members) it builds a zoo with
