@@ -83,8 +83,8 @@ def interaction_features(signals: np.ndarray, top: list[int]) -> np.ndarray:
 def spline_knots(inputs: np.ndarray, n_knots: int) -> np.ndarray:
     """Knots ``(n_knots, n_columns)`` at the quantiles of each column of ``inputs``, strictly
     increasing as scikit-learn's ``SplineTransformer`` needs: evenly spaced between the
-    column's extremes where quantiles repeat (a member with few distinct values), and unit
-    steps from its value where a column is constant."""
+    column's extremes where quantiles repeat (a member with few distinct values), and steps
+    of 1 from its value where a column is constant (larger where 1 would be lost to rounding)."""
     knots = np.quantile(inputs, np.linspace(0.0, 1.0, n_knots), axis=0)
     low, high = inputs.min(axis=0), inputs.max(axis=0)
     repeated = ~np.all(np.diff(knots, axis=0) > 0, axis=0)
