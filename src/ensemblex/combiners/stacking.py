@@ -458,7 +458,7 @@ class Stacking(Combiner):
             if knots is not None:
                 raise ValueError("the Stacking state holds spline knots but basis='linear'")
             return
-        per_member = 1 if self.task_ in ("regression", "binary") else self.n_outputs_
+        per_member = 1 if self.task_ == "binary" else self.n_outputs_  # as member_signals
         shape = (int(self.n_knots), (n_kept + 1) * per_member)
         knots = None if knots is None else np.asarray(knots)
         if (
