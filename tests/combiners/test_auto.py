@@ -275,3 +275,27 @@ def test_features_add_their_default_candidate_unless_its_design_is_too_large(mon
     # asked by name, it is compared whatever its cost
     named = AutoCombiner(candidates=["mean", "stack_features_lgbm"], cv=3).fit(P, y, X=X)
     assert "stack_features_lgbm" in named.scores_
+
+
+def test_the_chosen_ensemble_reuses_the_pool_fitted_on_all_rows(multiclass_zoo, monkeypatch):
+    from ensemblex import Pooling
+
+    rows = []
+    fit = Pooling._fit
+
+    def counted(self, values, *args, **kwargs):
+        rows.append(len(values))
+        return fit(self, values, *args, **kwargs)
+
+    monkeypatch.setattr(Pooling, "_fit", counted)
+    P, y = multiclass_zoo.oof, multiclass_zoo.y
+    auto = AutoCombiner(candidates=["greedy", "pool"], cv=3).fit(P, y)
+    assert auto.method_ == "ensemble" and "pool" in auto.ensemble_weights_
+    # one fit on all rows (the outer folds' warm start, and the refit), one per outer fold
+    assert rows.count(P.n_samples) == 1 and len(rows) == 1 + auto.n_splits_
+    rows.clear()
+    refit = auto.candidate("ensemble").fit(P, y)
+    assert rows == [P.n_samples]
+    np.testing.assert_allclose(
+        auto.predict(multiclass_zoo.test), refit.predict(multiclass_zoo.test), rtol=1e-12
+    )

@@ -56,3 +56,15 @@ def test_member_weights_compose_only_for_weighted_means(binary_zoo):
     assert mixture_weights(Pooling().fit(P, y)) is None
     auto = AutoCombiner(candidates=["greedy"], cv=3, select="first").fit(P, y)
     np.testing.assert_array_equal(mixture_weights(auto), auto.combiner_.weights_)
+
+
+def test_reused_combiners_are_taken_as_fitted_for_the_next_fit_only(zoo):
+    pool = Pooling().fit(zoo.oof, zoo.y)
+    parts = {"mean": Mean(), "pool": Pooling()}
+    ensemble = CombinerEnsemble(parts, {"mean": 1.0, "pool": 1.0})
+    ensemble.reuse({"pool": pool}).fit(zoo.oof, zoo.y)
+    assert ensemble.combiners_["pool"] is pool
+    refit = clone(ensemble).fit(zoo.oof, zoo.y)
+    np.testing.assert_allclose(ensemble.predict(zoo.test), refit.predict(zoo.test), rtol=1e-12)
+    ensemble.fit(zoo.oof, zoo.y)  # a second fit refits every combiner
+    assert ensemble.combiners_["pool"] is not pool

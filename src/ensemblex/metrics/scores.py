@@ -48,6 +48,8 @@ def _r2(y, C, w):
 
 
 def _true_class(y, C):
+    if C.shape[2] == 1 and not y.any():  # Metric.scored_part's one column: a view
+        return C[..., 0]
     return np.take_along_axis(C, y[None, :, None], axis=2)[..., 0]
 
 
