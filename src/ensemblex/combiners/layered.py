@@ -75,7 +75,7 @@ class CombinerEnsemble(Combiner):
         """Take ``fitted`` (combiners by name) as already fitted on the rows the next ``fit``
         gets, instead of refitting them. :class:`AutoCombiner` fits some candidates on all
         rows during its search (the pool, as its folds' warm start); refitting letter's pool
-        cost another 1.2 s.
+        cost about another second.
 
         Returns
         -------
